@@ -1,0 +1,219 @@
+"""auxcord's settings: one object, read from ``AUXCORD_*`` environment variables and ``.env``.
+
+Defaults point at the local stack (``auxcord stack up``), so ``make demo`` runs with no
+configuration. Production changes only environment variables: a Kafka cluster, MongoDB Atlas,
+real GCS and the real Spotify. See ``.env.example`` for every variable.
+
+Settings are built on first use by :func:`get_settings`, never at import time, so tests and
+the CLI can set the environment first.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from auxcord.errors import ConfigError
+
+ENV_PREFIX = "AUXCORD_"
+
+# Values that people paste from examples. Outside dev they are refused, never used.
+_PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev", "test", "xxx"}
+
+
+class SpotifyApp(BaseModel):
+    """One Spotify developer app. Development-mode apps admit 5 users, so a group may need several."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Every setting auxcord reads. Field ``foo_bar`` is the variable ``AUXCORD_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    env: Literal["dev", "prod"] = "dev"
+    """``prod`` refuses placeholder secrets and requires https redirect URIs."""
+
+    data_dir: Path = Path(".auxcord")
+    """Local state: stack data, pid files, logs, Spark checkpoints, the dev secret key."""
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: str = "PLAINTEXT"
+
+    # MongoDB
+    mongodb_uri: str = "mongodb://127.0.0.1:27117/auxcord?directConnection=true"
+
+    # Google Cloud Storage
+    gcs_bucket: str = "auxcord-raw"
+    gcs_project: str = "auxcord-local"
+    storage_emulator_host: str = Field(
+        default="http://127.0.0.1:4443",
+        validation_alias=AliasChoices("STORAGE_EMULATOR_HOST", "AUXCORD_STORAGE_EMULATOR_HOST"),
+    )
+    """The GCS emulator. Set ``STORAGE_EMULATOR_HOST=`` (empty) to use real GCS."""
+
+    # Spotify
+    spotify_api_base: str = "http://127.0.0.1:18800/v1"
+    spotify_accounts_base: str = "http://127.0.0.1:18800"
+    spotify_client_id: str = "auxcord-local"
+    spotify_client_secret: SecretStr | None = None
+    spotify_extra_apps: Annotated[list[SpotifyApp], NoDecode] = Field(default_factory=list)
+    """More apps as JSON: ``[{"client_id": "...", "client_secret": "..."}]``."""
+    spotify_redirect_uri: str = "http://127.0.0.1:8000/auth/callback"
+
+    # Spark
+    spark_master: str = "local[2]"
+    spark_shuffle_partitions: int = Field(default=4, ge=1)
+    spark_driver_memory: str = "2g"
+
+    # Web
+    secret_key: SecretStr | None = None
+    """Signs cookies and encrypts tokens. Generated into the data dir in dev when unset."""
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _check_mongodb_uri(cls, value: str) -> str:
+        if not value.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+    @field_validator("spotify_api_base", "spotify_accounts_base", "storage_emulator_host")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value == "":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("spotify_extra_apps", mode="before")
+    @classmethod
+    def _parse_apps(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else []
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg})") from exc
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check_prod(self) -> Settings:
+        if self.env != "prod":
+            return self
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if key.lower() in _PLACEHOLDER_SECRETS or len(key) < 32:
+            raise ValueError(
+                "AUXCORD_SECRET_KEY: in prod it must be set to a random value of 32+ characters"
+            )
+        if not self.spotify_redirect_uri.startswith("https://"):
+            raise ValueError("AUXCORD_SPOTIFY_REDIRECT_URI: in prod it must be an https URL")
+        return self
+
+    # Derived values: computed, never configured twice.
+
+    @property
+    def mongodb_database(self) -> str:
+        """The database named in the URI's path, ``auxcord`` when the URI names none."""
+        path = urlsplit(self.mongodb_uri).path.strip("/")
+        return path or "auxcord"
+
+    @property
+    def spotify_apps(self) -> list[SpotifyApp]:
+        """Every configured Spotify app, the primary one first."""
+        primary = SpotifyApp(
+            client_id=self.spotify_client_id, client_secret=self.spotify_client_secret
+        )
+        return [primary, *self.spotify_extra_apps]
+
+    def port_of(self, service: Literal["kafka", "mongodb", "gcs"]) -> int:
+        """The loopback port the local stack serves ``service`` on, read from its URL."""
+        if service == "kafka":
+            return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
+        url = self.mongodb_uri if service == "mongodb" else self.storage_emulator_host
+        port = urlsplit(url).port
+        if port is None:
+            raise ConfigError(f"{service}: the URL {url!r} names no port for the local stack")
+        return port
+
+    def secret_key_value(self) -> str:
+        """The secret key; in dev, one generated once and kept in the data dir (mode 0600)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        if self.env == "prod":
+            raise ConfigError("AUXCORD_SECRET_KEY: required in prod")
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+def _describe(error: ValidationError) -> str:
+    """One line naming the environment variable behind the first failing field."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "settings"
+    message = first["msg"].removeprefix("Value error, ")
+    if message.startswith(ENV_PREFIX):
+        return message
+    variable = (
+        "STORAGE_EMULATOR_HOST"
+        if field == "storage_emulator_host"
+        else ENV_PREFIX + field.split(".")[0].upper()
+    )
+    return f"{variable}: {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and ``overrides``), raising :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first call."""
+    return load_settings()

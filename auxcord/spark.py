@@ -1,0 +1,37 @@
+"""Building the SparkSession: one per process, passed in explicitly, never a module global.
+
+Local mode by default; ``AUXCORD_SPARK_MASTER`` points the same code at a cluster. pyspark is
+imported inside the function so that importing auxcord (the CLI, the DAG files) stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from auxcord.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
+    """A SparkSession for ``app_name``: UTC session time, small shuffles, Arrow on."""
+    # Python workers must run the interpreter that runs us, or they die on import errors.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.warehouse.dir", str(settings.data_dir / "spark-warehouse"))
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.data_dir}")
+    )
+    return builder.getOrCreate()
