@@ -32,7 +32,7 @@ from auxcord.errors import InvalidEvent
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType, StructType
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 # Spotify began in 2006; nothing was played before then, and nothing ends in the far future.
 # Absurd timestamps come from broken clients and corrupt exports, so they are rejected early.
@@ -55,7 +55,9 @@ def _utc_ms(value: datetime) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``, the form Spotify and Spark both read."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
 
 
 UtcTimestamp = Annotated[
@@ -222,7 +224,9 @@ def describe_validation_error(error: ValidationError, limit: int = 3) -> str:
         elif item["type"] == "extra_forbidden":
             message = "is not a known field"
         elif item["type"] == "literal_error" and where == "schema_version":
-            message = f"unknown schema version {item.get('input')!r} (this build reads {SCHEMA_VERSION})"
+            message = (
+                f"unknown schema version {item.get('input')!r} (this build reads {SCHEMA_VERSION})"
+            )
         reasons.append(f"{where}: {message}")
     more = error.error_count() - limit
     if more > 0:

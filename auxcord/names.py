@@ -55,5 +55,5 @@ RAW_LISTENS_PREFIX = "raw/listens"
 
 
 def raw_listens_partition(played_at: datetime) -> str:
-    """The GCS prefix (``raw/listens/dt=YYYY-MM-DD/hour=HH``) that holds plays ending at ``played_at`` (UTC)."""
+    """The GCS prefix ``raw/listens/dt=YYYY-MM-DD/hour=HH`` for plays ending at ``played_at``."""
     return f"{RAW_LISTENS_PREFIX}/dt={played_at:%Y-%m-%d}/hour={played_at:%H}"

@@ -37,7 +37,7 @@ _PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev", "test", "x
 
 
 class SpotifyApp(BaseModel):
-    """One Spotify developer app. Development-mode apps admit 5 users, so a group may need several."""
+    """One Spotify app. Development-mode apps admit 5 users, so a group may need several."""
 
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = None
@@ -197,11 +197,9 @@ def _describe(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if message.startswith(ENV_PREFIX):
         return message
-    variable = (
-        "STORAGE_EMULATOR_HOST"
-        if field == "storage_emulator_host"
-        else ENV_PREFIX + field.split(".")[0].upper()
-    )
+    name = field.split(".")[0]
+    # A field read through an alias (STORAGE_EMULATOR_HOST) is reported under that alias.
+    variable = name if name not in Settings.model_fields else ENV_PREFIX + name.upper()
     return f"{variable}: {message}"
 
 

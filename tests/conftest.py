@@ -1,0 +1,110 @@
+"""Session-wide fixtures: one local service stack and one SparkSession for the whole test run.
+
+Starting Spark costs 10 to 20 s and the stack a second or two, so each starts once, lazily, when
+a test first asks for it. The stack runs on free loopback ports with its data in a temporary
+directory, so a developer's running demo is never touched.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from auxcord.clients import mongo_client
+from auxcord.settings import Settings, get_settings, load_settings
+from auxcord.stack import LocalStack
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
+    from pyspark.sql import SparkSession
+
+_database_numbers = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def settings_on_free_ports(data_dir: Path) -> Settings:
+    """Settings for a local stack on fresh free ports, with its data under ``data_dir``."""
+    return load_settings(
+        data_dir=data_dir,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        mongodb_uri=f"mongodb://127.0.0.1:{free_port()}/auxcord?directConnection=true",
+        storage_emulator_host=f"http://127.0.0.1:{free_port()}",
+        spark_shuffle_partitions=1,
+    )
+
+
+def environment_of(settings: Settings) -> dict[str, str]:
+    """The variables that make a subprocess read ``settings``' servers and data dir."""
+    return {
+        "AUXCORD_DATA_DIR": str(settings.data_dir),
+        "AUXCORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "AUXCORD_MONGODB_URI": settings.mongodb_uri,
+        "STORAGE_EMULATOR_HOST": settings.storage_emulator_host,
+        "AUXCORD_SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
+    }
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings for a running local stack, started once per test session.
+
+    The variables are exported too, so subprocesses (the CLI, Airflow, Spark workers) reach
+    the same servers.
+    """
+    settings = settings_on_free_ports(tmp_path_factory.mktemp("stack"))
+    environment = environment_of(settings)
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    get_settings.cache_clear()
+    stack = LocalStack(settings)
+    try:
+        stack.up()
+        yield settings
+    finally:
+        stack.down()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+@pytest.fixture
+def test_settings(stack_settings: Settings) -> Iterator[Settings]:
+    """The stack's settings with a MongoDB database of this test's own, dropped afterwards."""
+    name = f"auxcord_test_{os.getpid()}_{next(_database_numbers)}"
+    uri = stack_settings.mongodb_uri.replace("/auxcord?", f"/{name}?")
+    settings = stack_settings.model_copy(update={"mongodb_uri": uri})
+    yield settings
+    with mongo_client(settings) as client:
+        client.drop_database(name)
+
+
+@pytest.fixture
+def mongo_db(test_settings: Settings) -> Iterator[Database[dict[str, Any]]]:
+    """An empty MongoDB database for one test (the one ``test_settings`` names)."""
+    with mongo_client(test_settings) as client:
+        yield client[test_settings.mongodb_database]
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """The one SparkSession of the test run: local[2], one shuffle partition."""
+    from auxcord.spark import build_spark_session
+
+    settings = load_settings(data_dir=tmp_path_factory.mktemp("spark"), spark_shuffle_partitions=1)
+    session = build_spark_session(settings, "auxcord-tests")
+    yield session
+    session.stop()
