@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null 2>&1 && { echo $$p; break; }; done)
+# The first interpreter that actually runs and is 3.11+ (pyenv shims may exist but fail).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -14,9 +15,8 @@ help:
 	@echo "make test   lint, type-check and run the test suite against real local servers"
 
 check-python:
-	@[ -n "$(PYTHON)" ] || { echo "Python 3.11+ is required: install python3 (3.11 or newer)."; exit 1; }
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
-	  echo "Python 3.11+ is required, found $$($(PYTHON) --version 2>&1). Set PYTHON=/path/to/python3.11."; exit 1; }
+	@[ -n "$(PYTHON)" ] || { echo "Python 3.11+ is required and none was found on PATH."; \
+	  echo "  Install python3.11 (or newer), or run: make PYTHON=/path/to/python3.11 test"; exit 1; }
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { \
