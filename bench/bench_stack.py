@@ -79,7 +79,9 @@ def main() -> None:
 
     print(f"stack up, cold (new data dir): median {statistics.median(cold):.2f} s")
     print(f"stack up, warm (same data dir): median {statistics.median(warm):.2f} s  (target ≤ 5 s)")
-    print(f"idle RSS of the whole stack:    median {statistics.median(rss):.0f} MB  (target ≤ 600 MB)")
+    print(
+        f"idle RSS of the whole stack:    median {statistics.median(rss):.0f} MB  (target ≤ 600 MB)"
+    )
 
 
 if __name__ == "__main__":
