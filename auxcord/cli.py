@@ -19,6 +19,7 @@ from rich.table import Table
 
 from auxcord.errors import AuxcordError
 from auxcord.settings import get_settings
+from auxcord.simulator.cli import simulate_command
 
 if TYPE_CHECKING:
     from auxcord.stack import ServiceStatus
@@ -59,6 +60,10 @@ def _root(
     )
     # kafka-python logs every reconnect attempt at WARNING; it drowns the CLI while servers start.
     logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
+# Component commands live beside their code; their modules import heavy libraries lazily.
+app.command("simulate")(simulate_command)
 
 
 def _use_data_dir(data_dir: Path | None) -> None:

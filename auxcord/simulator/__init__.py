@@ -1,0 +1,27 @@
+"""A faithful Spotify simulator: accounts service, the Web API subset auxcord uses, and ``/_sim``.
+
+Nothing reaches Spotify from here, so tests, benchmarks and the demo run against this instead.
+Its responses follow the published OpenAPI schema; its play history (the ground truth) is what
+auxcord's no-loss tests compare against.
+
+    with run_simulator_in_thread(SimulatorConfig(users=5, days=3, seed=7)) as sim:
+        sim.url, sim.api_base, sim.user_ids, sim.ground_truth(), sim.control("clock", {...})
+
+Control endpoints (JSON, under ``/_sim``): ``users``, ``ground-truth`` (JSON lines,
+``?user=``), ``faults`` (POST ``fail_next``, ``fail_status``, ``malformed_next``, ``slow_ms``,
+``storm_seconds``, ``storm_retry_after``, ``only_user``; DELETE clears), ``users/{id}/revoke``,
+``users/{id}/play`` (force a track change now), ``tokens/expire``, ``clock`` (GET, or POST
+``advance_seconds``), ``stats`` (calls per endpoint and per client id), ``art/{id}.svg``.
+
+Linking headlessly: ``/authorize`` consents at once for the user named by the extra query
+parameter ``sim_user`` (real Spotify ignores unknown parameters); without it, it lists users.
+"""
+
+from auxcord.simulator.server import (
+    RunningSimulator,
+    SimulatorConfig,
+    run_simulator_in_thread,
+    write_ground_truth,
+)
+
+__all__ = ["RunningSimulator", "SimulatorConfig", "run_simulator_in_thread", "write_ground_truth"]

@@ -1,0 +1,86 @@
+"""``auxcord simulate``: serve the Spotify simulator on loopback until Ctrl-C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+
+from auxcord.errors import AuxcordError
+from auxcord.settings import get_settings
+
+DEFAULT_RATE_BUDGET = 600
+"""API calls per client id per rolling 30 s. Spotify does not publish its figure."""
+
+
+def _parse_apps(apps: str) -> dict[str, str]:
+    parsed = {}
+    for pair in filter(None, apps.split(",")):
+        client_id, sep, secret = pair.partition(":")
+        if not sep or not client_id or not secret:
+            raise AuxcordError(f"--apps expects id:secret[,id:secret...], got {pair!r}")
+        parsed[client_id] = secret
+    return parsed
+
+
+def simulate_command(
+    users: Annotated[int, typer.Option(help="Simulated Spotify users.")] = 6,
+    days: Annotated[int, typer.Option(help="Days of history generated before now.")] = 14,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same history.")] = 7,
+    speed: Annotated[float, typer.Option(help="Virtual seconds per real second.")] = 60.0,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: the one in AUXCORD_SPOTIFY_API_BASE).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    groups: Annotated[int, typer.Option(help="Friend groups the users form.")] = 1,
+    rate_budget: Annotated[
+        int, typer.Option(help="API calls per client id per rolling 30 s.")
+    ] = DEFAULT_RATE_BUDGET,
+    apps: Annotated[
+        str,
+        typer.Option(
+            help="Check secrets for these apps: id:secret,id:secret (default: accept any)."
+        ),
+    ] = "",
+    ground_truth: Annotated[
+        Path | None,
+        typer.Option(help="Write every generated play here as JSON lines on exit.", dir_okay=False),
+    ] = None,
+) -> None:
+    """Serve a simulated Spotify (accounts service and Web API) for tests and the demo."""
+    from auxcord.simulator.server import RunningSimulator, SimulatorConfig
+
+    if port is None:
+        port = urlsplit(get_settings().spotify_api_base).port or 18800
+    config = SimulatorConfig(
+        users=users,
+        days=days,
+        seed=seed,
+        speed=speed,
+        port=port,
+        host=host,
+        groups=groups,
+        rate_budget=rate_budget,
+        apps=_parse_apps(apps),
+    )
+    simulator = RunningSimulator(config)
+    console = Console()
+    console.print(
+        f"Simulated Spotify on [bold]{simulator.url}[/bold] "
+        f"({users} users, {days} days of history, speed x{speed:g})."
+    )
+    console.print(
+        f"  API base:      {simulator.api_base}\n  accounts base: {simulator.url}\n"
+        f"  ground truth:  {simulator.url}/_sim/ground-truth"
+    )
+    try:
+        simulator.serve_forever()
+    finally:
+        if ground_truth is not None:
+            from auxcord.simulator.server import write_ground_truth
+
+            count = write_ground_truth(simulator, ground_truth)
+            console.print(f"wrote {count} plays to {ground_truth}")
