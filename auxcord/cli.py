@@ -119,6 +119,43 @@ def provision() -> None:
     console.print(f"GCS bucket {settings.gcs_bucket}: {bucket}")
 
 
+@app.command("link")
+def link(
+    simulated: Annotated[
+        bool, typer.Option("--simulated", help="Link every user of the running simulator.")
+    ] = False,
+) -> None:
+    """Link Spotify accounts. Real users sign in on the dashboard; --simulated links them all."""
+    if not simulated:
+        settings = get_settings()
+        redirect = settings.spotify_redirect_uri.rsplit("/auth/", 1)[0]
+        console.print(f"Each friend signs in with Spotify at {redirect}/ (run `auxcord serve`).")
+        console.print("For the simulator, run `auxcord link --simulated`.")
+        return
+    from auxcord.linking import link_simulated_users
+
+    linked = link_simulated_users(get_settings())
+    table = Table(title=f"Linked {len(linked)} simulated users")
+    for column in ("user", "name", "timezone", "group"):
+        table.add_column(column)
+    for user in linked:
+        table.add_row(user.user_id, user.display_name, user.timezone, str(user.group))
+    console.print(table)
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface (default AUXCORD_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default AUXCORD_API_PORT).")] = None,
+) -> None:
+    """Serve the dashboard and the JSON API."""
+    from auxcord.webserver import serve as serve_app
+
+    settings = get_settings()
+    console.print(f"auxcord on http://{host or settings.api_host}:{port or settings.api_port}/")
+    serve_app(settings, host or settings.api_host, port or settings.api_port)
+
+
 @app.command("demo")
 def demo() -> None:
     """Run the whole pipeline on a simulated friend group and print what runs where."""

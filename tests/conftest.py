@@ -11,13 +11,15 @@ import itertools
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from auxcord.clients import mongo_client
-from auxcord.settings import Settings, get_settings, load_settings
+from auxcord.settings import Settings, SpotifyApp, get_settings, load_settings
+from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from auxcord.stack import LocalStack
 
 if TYPE_CHECKING:
@@ -108,3 +110,30 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     session = build_spark_session(settings, "auxcord-tests")
     yield session
     session.stop()
+
+
+@dataclass
+class LinkWorld:
+    sim: RunningSimulator
+    settings: Settings
+    base: str
+
+
+@pytest.fixture
+def link_world(test_settings: Settings) -> Iterator[LinkWorld]:
+    """A simulator and the web app on loopback, sharing this test's fresh MongoDB database."""
+    from auxcord.webserver import serve_in_thread
+
+    # Virtual time barely moves, so ground truth read before a call still holds after it.
+    config = SimulatorConfig(users=6, days=7, seed=21, speed=0.001, rate_budget=1_000)
+    with run_simulator_in_thread(config) as sim:
+        port = free_port()
+        settings = test_settings.model_copy(update={
+            "spotify_api_base": sim.api_base,
+            "spotify_accounts_base": sim.url,
+            "spotify_redirect_uri": f"http://127.0.0.1:{port}/auth/callback",
+            # Development-mode apps admit five users each: six users need two apps.
+            "spotify_extra_apps": [SpotifyApp(client_id="auxcord-local-2")],
+        })  # fmt: skip
+        with serve_in_thread(settings, "127.0.0.1", port) as base:
+            yield LinkWorld(sim, settings, base)

@@ -26,9 +26,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from auxcord.ratelimit import RollingWindowLimiter
 from auxcord.simulator.model import KIND_EPISODE, User, World, iso_ms
 from auxcord.simulator.objects import SpotifyObjects
-from auxcord.simulator.state import AccessToken, Accounts, Faults, OAuthError, RateLimiter
+from auxcord.simulator.state import AccessToken, Accounts, Faults, OAuthError
 
 RECENTLY_PLAYED_WINDOW = 50
 _SPOTIFY_ID = re.compile(r"^[0-9A-Za-z]{22}$")
@@ -55,7 +56,12 @@ class Simulator:
     """Everything one running simulator holds; the routes are its bound methods."""
 
     def __init__(
-        self, world: World, accounts: Accounts, limiter: RateLimiter, faults: Faults, base_url: str
+        self,
+        world: World,
+        accounts: Accounts,
+        limiter: RollingWindowLimiter,
+        faults: Faults,
+        base_url: str,
     ) -> None:
         self.world, self.accounts, self.limiter, self.faults = world, accounts, limiter, faults
         self.clock = accounts.clock

@@ -17,10 +17,11 @@ from typing import Any
 import uvicorn
 
 from auxcord.errors import AuxcordError
+from auxcord.ratelimit import RollingWindowLimiter
 from auxcord.simulator.app import Simulator
 from auxcord.simulator.cli import DEFAULT_RATE_BUDGET
 from auxcord.simulator.model import World, WorldConfig
-from auxcord.simulator.state import Accounts, Faults, RateLimiter, VirtualClock
+from auxcord.simulator.state import Accounts, Faults, VirtualClock
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class RunningSimulator:
         self.simulator = Simulator(
             self.world,
             self.accounts,
-            RateLimiter(config.rate_budget),
+            RollingWindowLimiter(config.rate_budget),
             self.faults,
             "http://placeholder",
         )

@@ -15,7 +15,6 @@ import hashlib
 import secrets
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,7 +22,6 @@ ACCESS_TOKEN_TTL_S = 3600
 REFRESH_TOKEN_TTL_S = 182 * 24 * 3600
 """Spotify's refresh tokens now die six months after authorisation."""
 CODE_TTL_S = 600
-RATE_WINDOW_S = 30.0
 
 
 class VirtualClock:
@@ -214,27 +212,6 @@ class Accounts:
 def _s256(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
-class RateLimiter:
-    """A rolling 30 s budget of API calls per client id, as Spotify counts it (real time)."""
-
-    def __init__(self, budget: int, window_s: float = RATE_WINDOW_S) -> None:
-        self.budget, self.window_s = budget, window_s
-        self._calls: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def admit(self, client_id: str, now: float | None = None) -> float:
-        """0 if the call may go ahead (and counts it), else the seconds to wait (Retry-After)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            calls = self._calls.setdefault(client_id, deque())
-            while calls and calls[0] <= now - self.window_s:
-                calls.popleft()
-            if len(calls) >= self.budget:
-                return calls[0] + self.window_s - now
-            calls.append(now)
-            return 0.0
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""The web app factory: ``create_app(settings)`` builds everything, nothing happens at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from ipaddress import ip_address
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
+
+from api.oauth_states import OAuthStates
+from api.routes import auth, home
+from api.security import SecurityHeaders, auth_limiter
+from auxcord.clients import mongo_client
+from auxcord.errors import ConfigError
+from auxcord.settings import Settings
+from auxcord.tokens import TokenCipher
+
+SESSION_MAX_AGE_S = 14 * 24 * 3600
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_redirect_uri(uri: str) -> bool:
+    """The redirect URI must be https, except on loopback. Returns whether it is https."""
+    parts = urlsplit(uri)
+    if parts.scheme == "https":
+        return True
+    if parts.scheme == "http" and _is_loopback(parts.hostname or ""):
+        return False
+    raise ConfigError(
+        f"AUXCORD_SPOTIFY_REDIRECT_URI: {uri!r} must be https (plain http only on loopback)"
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The dashboard and API, configured by ``settings``."""
+    https = check_redirect_uri(settings.spotify_redirect_uri)
+    client = mongo_client(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        OAuthStates(app.state.database).ensure_indexes()
+        yield
+        client.close()
+
+    app = FastAPI(title="auxcord", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.database = client[settings.mongodb_database]
+    app.state.cipher = TokenCipher(settings.secret_key_value())
+    app.state.auth_limiter = auth_limiter()
+    accounts_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.spotify_api_base))
+    app.add_middleware(SecurityHeaders, image_sources=f"{accounts_origin} https://i.scdn.co")
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key_value(),
+        session_cookie="auxcord_session",
+        max_age=SESSION_MAX_AGE_S,
+        same_site="lax",
+        https_only=https,
+    )
+    app.include_router(home.router)
+    app.include_router(auth.router)
+    return app

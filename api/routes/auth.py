@@ -1,0 +1,134 @@
+"""Sign in with Spotify (Authorization Code with PKCE), and sign out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+from typing import Annotated
+from urllib.parse import urlencode
+
+import requests
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from spotipy.oauth2 import SpotifyOauthError
+
+from api.deps import AccountsDep, DatabaseDep, SettingsDep
+from api.oauth_states import OAuthStates
+from api.security import check_csrf, limit_auth
+from api.templating import render
+from auxcord.accounts import AppsFull
+from auxcord.spotify import SCOPES, SpotifyError, api_client, exchange_code
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(limit_auth)])
+
+
+def _pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    return verifier, challenge.rstrip(b"=").decode()
+
+
+def _browser(request: Request) -> str:
+    """A random id for this browser's session, which binds a pending sign-in to it."""
+    browser = request.session.get("browser")
+    if not browser:
+        browser = secrets.token_urlsafe(24)
+        request.session["browser"] = browser
+    return str(browser)
+
+
+def _refused(request: Request, message: str, status: int = 400) -> Response:
+    return render(request, "auth_error.html", {"message": message}, status_code=status)
+
+
+@router.get("/login")
+def login(
+    request: Request,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    accounts: AccountsDep,
+    tz: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """Send the browser to Spotify's consent page, remembering how to finish."""
+    try:
+        app = accounts.choose_app(settings.spotify_apps)
+    except AppsFull as exc:
+        return _refused(request, str(exc), 503)
+    verifier, challenge = _pkce_pair()
+    state = OAuthStates(database).begin(
+        browser=_browser(request),
+        code_verifier=verifier,
+        code_challenge=challenge,
+        client_id=app.client_id,
+        timezone=tz,
+    )
+    query = urlencode({
+        "client_id": app.client_id, "response_type": "code",
+        "redirect_uri": settings.spotify_redirect_uri, "state": state, "scope": " ".join(SCOPES),
+        "code_challenge_method": "S256", "code_challenge": challenge,
+    })  # fmt: skip
+    return RedirectResponse(f"{settings.spotify_accounts_base}/authorize?{query}", 302)
+
+
+@router.get("/callback")
+def callback(
+    request: Request,
+    settings: SettingsDep,
+    database: DatabaseDep,
+    accounts: AccountsDep,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+) -> Response:
+    """Finish the sign-in: check the state, trade the code for tokens, store them encrypted."""
+    if not state:
+        return _refused(
+            request, "This sign-in link has no state. Start again from the sign-in button."
+        )
+    pending = OAuthStates(database).consume(state, request.session.get("browser", ""))
+    if pending is None:
+        return _refused(
+            request,
+            "This sign-in link is invalid, expired or already used. Start "
+            "again from the sign-in button.",
+        )
+    if error or not code:
+        return _refused(request, f"Spotify did not authorise auxcord ({error or 'no code'}).")
+    session = requests.Session()
+    try:
+        token_info = exchange_code(
+            settings,
+            pending.client_id,
+            code,
+            pending.code_verifier,
+            pending.code_challenge,
+            session,
+        )
+        profile = api_client(settings, token_info["access_token"], session).current_user()
+    except (SpotifyOauthError, SpotifyError, requests.RequestException) as exc:
+        log.warning("sign-in failed at the token exchange: %s", type(exc).__name__)
+        return _refused(request, "Spotify refused the sign-in. Start again.", 502)
+    except Exception as exc:  # spotipy raises its own SpotifyException for API errors
+        log.warning("sign-in failed reading the profile: %s", type(exc).__name__)
+        return _refused(request, "Spotify refused the sign-in. Start again.", 502)
+    accounts.link(
+        user_id=profile["id"],
+        display_name=profile.get("display_name"),
+        country=profile.get("country"),
+        timezone=pending.timezone,
+        client_id=pending.client_id,
+        token_info=token_info,
+    )
+    request.session["user_id"] = profile["id"]
+    log.info("user linked", extra={"user_id": profile["id"], "client_id": pending.client_id})
+    return RedirectResponse("/", 303)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: Annotated[str | None, Form()] = None) -> Response:
+    check_csrf(request, csrf_token)
+    request.session.clear()
+    return RedirectResponse("/", 303)

@@ -1,0 +1,189 @@
+"""Linked Spotify accounts: who they are, which app they came through, and their tokens.
+
+Every component reads and writes users through :class:`AccountStore`, never with raw queries,
+so the encryption of tokens cannot be forgotten in one place. Documents look like::
+
+    {_id: spotify user id, display_name, country, timezone, client_id,
+     tokens: {access_token: <ciphertext>, refresh_token: <ciphertext>, expires_at, scope},
+     needs_reauth: bool, needs_reauth_reason, linked_at, updated_at}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pymongo.database import Database
+
+from auxcord.errors import AuxcordError
+from auxcord.names import Collection
+from auxcord.settings import SpotifyApp
+from auxcord.tokens import TokenCipher
+
+USERS_PER_APP = 5
+"""Spotify development-mode apps admit five users each."""
+
+
+class AppsFull(AuxcordError):
+    """Every configured Spotify app already has its five users."""
+
+
+class NotLinked(AuxcordError):
+    """The user has no usable tokens: they must link (again)."""
+
+
+@dataclass(frozen=True)
+class LinkedAccount:
+    """A linked user, without tokens."""
+
+    user_id: str
+    display_name: str
+    country: str | None
+    timezone: str
+    client_id: str
+    needs_reauth: bool
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """Decrypted tokens, held in memory only for the call that needs them."""
+
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+    scope: str
+
+
+def valid_timezone(name: str | None) -> str:
+    """``name`` if it is an IANA zone, else ``UTC``."""
+    if not name:
+        return "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "UTC"
+    return name
+
+
+def _account(document: dict[str, Any]) -> LinkedAccount:
+    return LinkedAccount(
+        user_id=document["_id"],
+        display_name=document.get("display_name") or document["_id"],
+        country=document.get("country"),
+        timezone=document.get("timezone", "UTC"),
+        client_id=document["client_id"],
+        needs_reauth=bool(document.get("needs_reauth")),
+    )
+
+
+class AccountStore:
+    """The users collection, with tokens encrypted by ``cipher``."""
+
+    def __init__(self, database: Database[dict[str, Any]], cipher: TokenCipher) -> None:
+        self._users = database[Collection.USERS]
+        self._cipher = cipher
+
+    def choose_app(self, apps: list[SpotifyApp]) -> SpotifyApp:
+        """The configured app with the fewest linked users that still has room."""
+        counts = {
+            row["_id"]: row["n"]
+            for row in self._users.aggregate([{"$group": {"_id": "$client_id", "n": {"$sum": 1}}}])
+        }
+        open_apps = [app for app in apps if counts.get(app.client_id, 0) < USERS_PER_APP]
+        if not open_apps:
+            raise AppsFull(
+                f"all {len(apps)} Spotify apps have {USERS_PER_APP} users; add another app to "
+                "AUXCORD_SPOTIFY_EXTRA_APPS"
+            )
+        return min(open_apps, key=lambda app: counts.get(app.client_id, 0))
+
+    def link(
+        self,
+        *,
+        user_id: str,
+        display_name: str | None,
+        country: str | None,
+        timezone: str | None,
+        client_id: str,
+        token_info: dict[str, Any],
+    ) -> None:
+        """Store (or refresh) a linked account; clears any needs-reauth mark."""
+        now = datetime.now(UTC)
+        existing = self._users.find_one({"_id": user_id}, {"client_id": 1, "timezone": 1})
+        self._users.update_one(
+            {"_id": user_id},
+            {
+                "$set": {
+                    "display_name": display_name or user_id,
+                    "country": country,
+                    "timezone": valid_timezone(timezone or (existing or {}).get("timezone")),
+                    "client_id": client_id,
+                    "tokens": self._encrypted(token_info),
+                    "needs_reauth": False,
+                    "needs_reauth_reason": None,
+                    "updated_at": now,
+                },
+                "$setOnInsert": {"linked_at": now},
+            },
+            upsert=True,
+        )
+
+    def _encrypted(self, token_info: dict[str, Any]) -> dict[str, Any]:
+        expires_at = datetime.now(UTC) + timedelta(seconds=int(token_info["expires_in"]))
+        return {
+            "access_token": self._cipher.encrypt(token_info["access_token"]),
+            "refresh_token": self._cipher.encrypt(token_info["refresh_token"]),
+            "expires_at": expires_at,
+            "scope": token_info.get("scope", ""),
+        }
+
+    def save_tokens(self, user_id: str, token_info: dict[str, Any]) -> None:
+        """Store refreshed tokens (``token_info`` must carry the refresh token to keep)."""
+        self._users.update_one(
+            {"_id": user_id},
+            {"$set": {"tokens": self._encrypted(token_info), "updated_at": datetime.now(UTC)}},
+        )
+
+    def get(self, user_id: str) -> LinkedAccount | None:
+        document = self._users.find_one({"_id": user_id}, {"tokens": 0})
+        return _account(document) if document else None
+
+    def tokens(self, user_id: str) -> TokenSet:
+        document = self._users.find_one({"_id": user_id}, {"tokens": 1, "needs_reauth": 1})
+        if not document or not document.get("tokens") or document.get("needs_reauth"):
+            raise NotLinked(f"user {user_id} must link their Spotify account again")
+        stored = document["tokens"]
+        return TokenSet(
+            access_token=self._cipher.decrypt(stored["access_token"]),
+            refresh_token=self._cipher.decrypt(stored["refresh_token"]),
+            expires_at=stored["expires_at"],
+            scope=stored.get("scope", ""),
+        )
+
+    def mark_needs_reauth(self, user_id: str, reason: str) -> None:
+        """Stop using this user's tokens until they link again (the dashboard shows why)."""
+        self._users.update_one(
+            {"_id": user_id},
+            {
+                "$set": {
+                    "needs_reauth": True,
+                    "needs_reauth_reason": reason,
+                    "updated_at": datetime.now(UTC),
+                }
+            },
+        )
+
+    def set_timezone(self, user_id: str, timezone: str) -> None:
+        self._users.update_one({"_id": user_id}, {"$set": {"timezone": valid_timezone(timezone)}})
+
+    def list_active(self, client_id: str | None = None) -> list[LinkedAccount]:
+        """Linked users whose tokens can be used, optionally for one app."""
+        query: dict[str, Any] = {"needs_reauth": {"$ne": True}}
+        if client_id is not None:
+            query["client_id"] = client_id
+        return [_account(d) for d in self._users.find(query, {"tokens": 0}).sort("_id", 1)]
+
+    def list_all(self) -> list[LinkedAccount]:
+        return [_account(d) for d in self._users.find({}, {"tokens": 0}).sort("_id", 1)]

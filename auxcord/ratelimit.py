@@ -1,0 +1,32 @@
+"""A rolling-window call budget per key, the way Spotify counts its rate limit.
+
+Used on both sides of the wire: the Spotify simulator answers 429 with it, the pollers pace each
+Spotify app with it, and the web app slows down sign-in floods with it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+
+class RollingWindowLimiter:
+    """At most ``budget`` calls per key in any ``window_s`` seconds."""
+
+    def __init__(self, budget: int, window_s: float = 30.0) -> None:
+        self.budget, self.window_s = budget, window_s
+        self._calls: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key: str, now: float | None = None) -> float:
+        """0 if the call may go ahead (and counts it), else the seconds until it may."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            calls = self._calls.setdefault(key, deque())
+            while calls and calls[0] <= now - self.window_s:
+                calls.popleft()
+            if len(calls) >= self.budget:
+                return calls[0] + self.window_s - now
+            calls.append(now)
+            return 0.0
