@@ -85,19 +85,28 @@ class AccountStore:
         self._users = database[Collection.USERS]
         self._cipher = cipher
 
+    def _users_per_app(self) -> dict[str, int]:
+        pipeline = [{"$group": {"_id": "$client_id", "n": {"$sum": 1}}}]
+        return {row["_id"]: row["n"] for row in self._users.aggregate(pipeline)}
+
     def choose_app(self, apps: list[SpotifyApp]) -> SpotifyApp:
-        """The configured app with the fewest linked users that still has room."""
-        counts = {
-            row["_id"]: row["n"]
-            for row in self._users.aggregate([{"$group": {"_id": "$client_id", "n": {"$sum": 1}}}])
-        }
-        open_apps = [app for app in apps if counts.get(app.client_id, 0) < USERS_PER_APP]
-        if not open_apps:
+        """The configured app with the fewest linked users (the sign-in's app)."""
+        counts = self._users_per_app()
+        return min(apps, key=lambda app: counts.get(app.client_id, 0))
+
+    def check_room(self, client_id: str, user_id: str) -> None:
+        """Raise :class:`AppsFull` if ``user_id`` would be a sixth user of ``client_id``.
+
+        A user already linked through that app re-links freely; only new users count.
+        """
+        existing = self._users.find_one({"_id": user_id}, {"client_id": 1})
+        if existing and existing.get("client_id") == client_id:
+            return
+        if self._users_per_app().get(client_id, 0) >= USERS_PER_APP:
             raise AppsFull(
-                f"all {len(apps)} Spotify apps have {USERS_PER_APP} users; add another app to "
-                "AUXCORD_SPOTIFY_EXTRA_APPS"
+                f"every Spotify app already has {USERS_PER_APP} users; the host must add "
+                "another app to AUXCORD_SPOTIFY_EXTRA_APPS"
             )
-        return min(open_apps, key=lambda app: counts.get(app.client_id, 0))
 
     def link(
         self,

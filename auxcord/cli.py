@@ -60,6 +60,8 @@ def _root(
     )
     # kafka-python logs every reconnect attempt at WARNING; it drowns the CLI while servers start.
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    # httpx logs every URL at INFO, and sign-in URLs carry one-time codes.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 # Component commands live beside their code; their modules import heavy libraries lazily.

@@ -1,11 +1,15 @@
-"""``make demo``: every component built so far, on the local stack and a simulated group.
+"""``make demo``: every component built so far, on the local stack and a simulated friend group.
 
 Each component that lands adds its step here, so one command always shows the whole pipeline.
+Today: the local servers, the Spotify simulator, the web app, and every simulated friend linked
+through the real sign-in flow.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
@@ -13,28 +17,60 @@ from rich.table import Table
 from auxcord.settings import Settings
 from auxcord.stack import LocalStack
 
+DEMO_USERS = 5
+"""One development-mode Spotify app admits five users."""
+DEMO_HISTORY_DAYS = 14
+DEMO_SPEED = 60.0
+
 
 def run_demo(settings: Settings, console: Console) -> None:
     """Start everything, print where it runs, and keep serving until Ctrl-C."""
-    console.rule("[bold]auxcord demo")
-    stack = LocalStack(settings)
-    stack.up(on_progress=lambda line: console.print(f"[dim]·[/dim] {line}"))
+    from auxcord.linking import link_simulated_users
+    from auxcord.simulator import SimulatorConfig, run_simulator_in_thread
+    from auxcord.webserver import serve_in_thread
 
-    table = Table(title="Running", show_lines=False)
-    table.add_column("component")
-    table.add_column("where")
-    table.add_row("Kafka (Tansu)", settings.kafka_bootstrap)
-    table.add_row("MongoDB (SecantusDB)", settings.mongodb_uri)
-    table.add_row(
-        "GCS (fake-gcs-server)", f"{settings.storage_emulator_host}  bucket {settings.gcs_bucket}"
-    )
-    console.print(table)
-    console.print(
-        "The local servers keep running after the demo; stop them with "
-        "[bold]make stack-down[/bold]. Press Ctrl-C to end the demo."
-    )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        console.print("demo stopped")
+    console.rule("[bold]auxcord demo")
+    LocalStack(settings).up(on_progress=lambda line: console.print(f"[dim]·[/dim] {line}"))
+    with ExitStack() as running:
+        simulator_port = urlsplit(settings.spotify_api_base).port or 18800
+        simulator = running.enter_context(
+            run_simulator_in_thread(
+                SimulatorConfig(
+                    users=DEMO_USERS, days=DEMO_HISTORY_DAYS, speed=DEMO_SPEED, port=simulator_port
+                )
+            )
+        )
+        console.print(
+            f"[dim]·[/dim] Spotify simulator on {simulator.url} "
+            f"({DEMO_USERS} friends, {DEMO_HISTORY_DAYS} days of history, "
+            f"an hour every minute)"
+        )
+        dashboard = running.enter_context(
+            serve_in_thread(settings, settings.api_host, settings.api_port)
+        )
+        console.print(f"[dim]·[/dim] dashboard on {dashboard}/")
+        linked = link_simulated_users(settings)
+        console.print(f"[dim]·[/dim] linked {len(linked)} friends through Spotify sign-in")
+
+        table = Table(title="auxcord demo: what runs where")
+        table.add_column("component")
+        table.add_column("where")
+        table.add_row("Dashboard", f"{dashboard}/")
+        table.add_row("Spotify simulator", f"{simulator.url}  (ground truth: /_sim/ground-truth)")
+        table.add_row("Kafka (Tansu)", settings.kafka_bootstrap)
+        table.add_row("MongoDB (SecantusDB)", settings.mongodb_uri)
+        table.add_row(
+            "GCS (fake-gcs-server)",
+            f"{settings.storage_emulator_host}  bucket {settings.gcs_bucket}",
+        )
+        table.add_row("Linked friends", ", ".join(user.display_name for user in linked))
+        console.print(table)
+        console.print(
+            "Open the dashboard and sign in as any simulated friend. "
+            "Ctrl-C ends the demo; [bold]make stack-down[/bold] stops the servers."
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("demo stopped")

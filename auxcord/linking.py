@@ -8,6 +8,8 @@ duration of the linking.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,18 +60,24 @@ def _web_app(settings: Settings) -> Iterator[str]:
         yield started
 
 
+def _reason(page: httpx.Response) -> str:
+    """The message of auxcord's sign-in error page, or the status code."""
+    found = re.search(r'<p class="error">(.*?)</p>', page.text, re.S)
+    return html.unescape(found.group(1)).strip() if found else f"HTTP {page.status_code}"
+
+
 def link_one(base: str, user: dict[str, Any]) -> None:
     """Drive one sign-in, as a browser would, for simulated ``user``."""
     with httpx.Client(follow_redirects=False, timeout=15) as browser:
         login = browser.get(f"{base}/auth/login", params={"tz": user["timezone"]})
         if login.status_code != 302:
-            raise AuxcordError(f"{user['user_id']}: /auth/login answered {login.status_code}")
+            raise AuxcordError(f"{user['user_id']} could not sign in: {_reason(login)}")
         consent = browser.get(f"{login.headers['location']}&sim_user={user['user_id']}")
         if consent.status_code != 302:
             raise AuxcordError(f"{user['user_id']}: the simulator refused ({consent.status_code})")
         done = browser.get(consent.headers["location"])
         if done.status_code != 303:
-            raise AuxcordError(f"{user['user_id']}: the callback answered {done.status_code}")
+            raise AuxcordError(f"{user['user_id']} could not sign in: {_reason(done)}")
 
 
 def link_simulated_users(settings: Settings) -> list[LinkResult]:

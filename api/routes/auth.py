@@ -53,10 +53,7 @@ def login(
     tz: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
     """Send the browser to Spotify's consent page, remembering how to finish."""
-    try:
-        app = accounts.choose_app(settings.spotify_apps)
-    except AppsFull as exc:
-        return _refused(request, str(exc), 503)
+    app = accounts.choose_app(settings.spotify_apps)
     verifier, challenge = _pkce_pair()
     state = OAuthStates(database).begin(
         browser=_browser(request),
@@ -114,6 +111,10 @@ def callback(
     except Exception as exc:  # spotipy raises its own SpotifyException for API errors
         log.warning("sign-in failed reading the profile: %s", type(exc).__name__)
         return _refused(request, "Spotify refused the sign-in. Start again.", 502)
+    try:
+        accounts.check_room(pending.client_id, profile["id"])
+    except AppsFull as exc:
+        return _refused(request, str(exc), 503)
     accounts.link(
         user_id=profile["id"],
         display_name=profile.get("display_name"),

@@ -10,9 +10,10 @@ import pytest
 
 from api.app import check_redirect_uri
 from auxcord.clients import mongo_database
-from auxcord.errors import ConfigError
+from auxcord.errors import AuxcordError, ConfigError
 from auxcord.linking import link_one, link_simulated_users, simulated_users
-from tests.conftest import LinkWorld
+from auxcord.webserver import serve_in_thread
+from tests.conftest import LinkWorld, free_port
 
 
 def _users(world: LinkWorld) -> list[dict[str, object]]:
@@ -54,27 +55,20 @@ def test_simulated_link_command_links_everyone(link_world: LinkWorld) -> None:
     assert per_app == {"auxcord-local": 3, "auxcord-local-2": 3}
 
 
-def test_a_full_set_of_apps_refuses_a_new_user_clearly(link_world: LinkWorld) -> None:
-    from auxcord.accounts import AccountStore, AppsFull
-    from auxcord.settings import SpotifyApp
-    from auxcord.tokens import TokenCipher
-
-    settings = link_world.settings
-    store = AccountStore(mongo_database(settings), TokenCipher(settings.secret_key_value()))
-    tokens = {"access_token": "a", "refresh_token": "r", "expires_in": 3600, "scope": ""}
-    for n in range(5):
-        store.link(
-            user_id=f"user-{n}",
-            display_name=None,
-            country=None,
-            timezone=None,
-            client_id="auxcord-local",
-            token_info=tokens,
-        )
-    with pytest.raises(AppsFull, match="AUXCORD_SPOTIFY_EXTRA_APPS"):
-        store.choose_app([SpotifyApp(client_id="auxcord-local")])
-    spare = store.choose_app([SpotifyApp(client_id="auxcord-local"), SpotifyApp(client_id="spare")])
-    assert spare.client_id == "spare"
+def test_a_sixth_user_of_one_app_is_refused_but_members_relink(link_world: LinkWorld) -> None:
+    port = free_port()
+    settings = link_world.settings.model_copy(update={
+        "spotify_extra_apps": [],
+        "spotify_redirect_uri": f"http://127.0.0.1:{port}/auth/callback",
+    })  # fmt: skip
+    users = simulated_users(settings)
+    with serve_in_thread(settings, "127.0.0.1", port) as base:
+        for user in users[:5]:
+            link_one(base, user)
+        with pytest.raises(AuxcordError, match="AUXCORD_SPOTIFY_EXTRA_APPS"):
+            link_one(base, users[5])
+        link_one(base, users[0])  # an existing member re-links freely
+    assert len(_users(link_world)) == 5
 
 
 def _start(world: LinkWorld, browser: httpx.Client, user_id: str) -> str:
