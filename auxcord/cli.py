@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from analytics.recommend.cli import recommend_command
 from auxcord.errors import AuxcordError
 from auxcord.settings import get_settings
 from auxcord.simulator.cli import simulate_command
@@ -66,6 +67,7 @@ def _root(
 
 # Component commands live beside their code; their modules import heavy libraries lazily.
 app.command("simulate")(simulate_command)
+app.command("recommend")(recommend_command)
 
 
 def _use_data_dir(data_dir: Path | None) -> None:

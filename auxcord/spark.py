@@ -30,6 +30,7 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.warehouse.dir", str(settings.data_dir / "spark-warehouse"))
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.data_dir}")

@@ -40,22 +40,56 @@ def _token(base: str, user: str) -> str:
     from tests.simulator.helpers import REDIRECT_URI, pkce_pair
 
     verifier, challenge = pkce_pair()
-    answer = requests.get(f"{base}/authorize", allow_redirects=False, timeout=10, params={
-        "client_id": "bench", "response_type": "code", "redirect_uri": REDIRECT_URI,
-        "code_challenge": challenge, "code_challenge_method": "S256", "sim_user": user})
+    answer = requests.get(
+        f"{base}/authorize",
+        allow_redirects=False,
+        timeout=10,
+        params={
+            "client_id": "bench",
+            "response_type": "code",
+            "redirect_uri": REDIRECT_URI,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "sim_user": user,
+        },
+    )
     code = answer.headers["Location"].split("code=")[1].split("&")[0]
-    tokens = requests.post(f"{base}/api/token", timeout=10, data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-        "client_id": "bench", "code_verifier": verifier}).json()
+    tokens = requests.post(
+        f"{base}/api/token",
+        timeout=10,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "client_id": "bench",
+            "code_verifier": verifier,
+        },
+    ).json()
     return str(tokens["access_token"])
 
 
 def requests_per_second(seconds: int) -> dict[str, float]:
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", "simulate", "--port",
-         str(port), "--users", "20", "--days", "7", "--speed", "1", "--rate-budget", "100000000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "from auxcord.cli import main; main()",
+            "simulate",
+            "--port",
+            str(port),
+            "--users",
+            "20",
+            "--days",
+            "7",
+            "--speed",
+            "1",
+            "--rate-budget",
+            "100000000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -66,12 +100,25 @@ def requests_per_second(seconds: int) -> dict[str, float]:
                 time.sleep(0.1)
         token = _token(base, users[0]["user_id"])
         results = {}
-        for name, path in (("currently-playing", "/v1/me/player/currently-playing"),
-                           ("recently-played limit=50", "/v1/me/player/recently-played?limit=50"),
-                           ("me", "/v1/me")):
+        for name, path in (
+            ("currently-playing", "/v1/me/player/currently-playing"),
+            ("recently-played limit=50", "/v1/me/player/recently-played?limit=50"),
+            ("me", "/v1/me"),
+        ):
             out = subprocess.run(
-                ["wrk", "-t2", "-c32", f"-d{seconds}s", "-H", f"Authorization: Bearer {token}",
-                 f"{base}{path}"], capture_output=True, text=True, check=True).stdout
+                [
+                    "wrk",
+                    "-t2",
+                    "-c32",
+                    f"-d{seconds}s",
+                    "-H",
+                    f"Authorization: Bearer {token}",
+                    f"{base}{path}",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             match = re.search(r"Requests/sec:\s+([\d.]+)", out)
             errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
             assert match, out

@@ -1,0 +1,34 @@
+"""``auxcord recommend``: train, evaluate and store recommendations now."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from auxcord.settings import get_settings
+
+
+def recommend_command(
+    n: Annotated[int, typer.Option("--n", min=1, max=100, help="Tracks per user.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed: the same data and seed, the same result.")] = 42,
+) -> None:
+    """Recommend tracks friends love that each user hasn't heard, and report the evaluation."""
+    from analytics.recommend.runner import run_recommendations
+
+    run = run_recommendations(get_settings(), n=n, seed=seed)
+    evaluation = run.evaluation
+    table = Table(title=f"Recommendations run {run.run_id}: {len(run.documents)} users")
+    for column in ("model", "hit-rate@10", "NDCG@10", "coverage"):
+        table.add_column(column)
+    for name, scores in (("ALS", evaluation.als), ("popularity in group", evaluation.popularity)):
+        table.add_row(
+            name, f"{scores.hit_rate:.3f}", f"{scores.ndcg:.3f}", f"{scores.coverage:.3f}"
+        )
+    Console().print(table)
+    Console().print(
+        f"chosen on validation: {evaluation.chosen}; "
+        f"{evaluation.users_evaluated} users evaluated on their last 7 days"
+    )

@@ -1,0 +1,39 @@
+"""The recommendations runner reads listens and groups from MongoDB and stores a run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from analytics.recommend.runner import run_recommendations
+from auxcord.errors import AuxcordError
+from auxcord.settings import Settings
+from tests.analytics_recommend.test_recommendations import GRID, planted_listens
+
+
+def test_runner_recommends_from_mongodb_and_stores_the_run(
+    test_settings: Settings, mongo_db: Any, spark: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows, memberships = planted_listens(seed=5)
+    mongo_db["listens"].insert_many([{**row, "_id": n} for n, row in enumerate(rows)])
+    groups: dict[str, list[str]] = {}
+    for group, user in memberships:
+        groups.setdefault(group, []).append(user)
+    mongo_db["groups"].insert_many(
+        [{"_id": group, "name": group, "members": members} for group, members in groups.items()])
+    monkeypatch.setattr("analytics.recommend.job.DEFAULT_GRID", GRID)
+
+    run = run_recommendations(test_settings, spark=spark, n=5,
+                              now=datetime(2026, 3, 2, tzinfo=UTC))
+
+    stored = list(mongo_db["recommendations"].find({"run_id": "2026-03-02"}))
+    assert {doc["user_id"] for doc in stored} == {user for _, user in memberships}
+    assert all(len(doc["items"]) == 5 for doc in stored)
+    assert run.evaluation.als.hit_rate > run.evaluation.popularity.hit_rate
+
+
+def test_runner_without_groups_says_what_to_do(test_settings: Settings, spark: Any) -> None:
+    with pytest.raises(AuxcordError, match="create a group"):
+        run_recommendations(test_settings, spark=spark)
