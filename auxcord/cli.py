@@ -21,6 +21,7 @@ from analytics.recommend.cli import recommend_command
 from auxcord.errors import AuxcordError
 from auxcord.settings import get_settings
 from auxcord.simulator.cli import simulate_command
+from producers.cli import poll_command
 
 if TYPE_CHECKING:
     from auxcord.stack import ServiceStatus
@@ -68,6 +69,7 @@ def _root(
 # Component commands live beside their code; their modules import heavy libraries lazily.
 app.command("simulate")(simulate_command)
 app.command("recommend")(recommend_command)
+app.command("poll")(poll_command)
 
 
 def _use_data_dir(data_dir: Path | None) -> None:

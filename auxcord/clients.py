@@ -96,9 +96,11 @@ def ensure_topics(settings: Settings, topics: tuple[Topic, ...] = tuple(Topic)) 
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(name=str(topic), num_partitions=topic.partitions, replication_factor=1)
+            NewTopic(
+                name=settings.topic(topic), num_partitions=topic.partitions, replication_factor=1
+            )
             for topic in topics
-            if str(topic) not in existing
+            if settings.topic(topic) not in existing
         ]
         if wanted:
             # Another process may create them between our listing and our request.

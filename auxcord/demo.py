@@ -1,19 +1,23 @@
 """``make demo``: every component built so far, on the local stack and a simulated friend group.
 
 Each component that lands adds its step here, so one command always shows the whole pipeline.
-Today: the local servers, the Spotify simulator, the web app, and every simulated friend linked
-through the real sign-in flow.
+Today: the local servers, the Spotify simulator, the web app, every simulated friend linked
+through the real sign-in flow, and the pollers publishing their plays and now-playing changes
+to Kafka.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
 
+from auxcord.names import Topic
 from auxcord.settings import Settings
 from auxcord.stack import LocalStack
 
@@ -21,6 +25,9 @@ DEMO_USERS = 5
 """One development-mode Spotify app admits five users."""
 DEMO_HISTORY_DAYS = 14
 DEMO_SPEED = 60.0
+DEMO_HEAD_START = timedelta(days=7)
+"""Live simulation starts a week ago: at an hour a minute it reaches the present after about
+three hours, and auxcord rejects plays from the future as implausible."""
 
 
 def run_demo(settings: Settings, console: Console) -> None:
@@ -36,7 +43,11 @@ def run_demo(settings: Settings, console: Console) -> None:
         simulator = running.enter_context(
             run_simulator_in_thread(
                 SimulatorConfig(
-                    users=DEMO_USERS, days=DEMO_HISTORY_DAYS, speed=DEMO_SPEED, port=simulator_port
+                    users=DEMO_USERS,
+                    days=DEMO_HISTORY_DAYS,
+                    speed=DEMO_SPEED,
+                    port=simulator_port,
+                    start=datetime.now(UTC).replace(microsecond=0) - DEMO_HEAD_START,
                 )
             )
         )
@@ -51,6 +62,10 @@ def run_demo(settings: Settings, console: Console) -> None:
         console.print(f"[dim]·[/dim] dashboard on {dashboard}/")
         linked = link_simulated_users(settings)
         console.print(f"[dim]·[/dim] linked {len(linked)} friends through Spotify sign-in")
+        stop = threading.Event()
+        running.callback(stop.set)
+        poller = _start_pollers(settings, stop)
+        console.print("[dim]·[/dim] pollers publishing plays and now-playing changes to Kafka")
 
         table = Table(title="auxcord demo: what runs where")
         table.add_column("component")
@@ -63,6 +78,11 @@ def run_demo(settings: Settings, console: Console) -> None:
             "GCS (fake-gcs-server)",
             f"{settings.storage_emulator_host}  bucket {settings.gcs_bucket}",
         )
+        table.add_row(
+            "Pollers",
+            f"{len(linked)} users → Kafka topics "
+            f"{settings.topic(Topic.LISTENS)}, {settings.topic(Topic.NOW_PLAYING)}",
+        )
         table.add_row("Linked friends", ", ".join(user.display_name for user in linked))
         console.print(table)
         console.print(
@@ -70,7 +90,16 @@ def run_demo(settings: Settings, console: Console) -> None:
             "Ctrl-C ends the demo; [bold]make stack-down[/bold] stops the servers."
         )
         try:
-            while True:
-                time.sleep(3600)
+            while poller.is_alive():
+                time.sleep(1)
         except KeyboardInterrupt:
             console.print("demo stopped")
+
+
+def _start_pollers(settings: Settings, stop: threading.Event) -> threading.Thread:
+    from producers.poller import Poller, PollerConfig
+
+    poller = Poller(settings, PollerConfig(speed=DEMO_SPEED), owner="demo")
+    thread = threading.Thread(target=poller.run, args=(stop,), name="pollers", daemon=True)
+    thread.start()
+    return thread

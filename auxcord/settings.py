@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from auxcord.errors import ConfigError
+from auxcord.names import Topic
 
 ENV_PREFIX = "AUXCORD_"
 
@@ -41,6 +42,10 @@ class SpotifyApp(BaseModel):
 
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        secret = self.client_secret.get_secret_value() if self.client_secret else None
+        return {"client_id": self.client_id, "client_secret": secret}
 
 
 class Settings(BaseSettings):
@@ -63,6 +68,8 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_security_protocol: str = "PLAINTEXT"
+    kafka_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    """Prepended to every topic name, to share one Kafka cluster between deployments."""
 
     # MongoDB
     mongodb_uri: str = "mongodb://127.0.0.1:27117/auxcord?directConnection=true"
@@ -84,6 +91,17 @@ class Settings(BaseSettings):
     spotify_extra_apps: Annotated[list[SpotifyApp], NoDecode] = Field(default_factory=list)
     """More apps as JSON: ``[{"client_id": "...", "client_secret": "..."}]``."""
     spotify_redirect_uri: str = "http://127.0.0.1:8000/auth/callback"
+
+    # Pollers
+    poller_metrics_port: int = Field(default=9108, ge=0, le=65535)
+    """Where ``auxcord poll`` serves Prometheus metrics (0: not at all)."""
+    poller_budget: int = Field(default=150, ge=1)
+    """Spotify calls per app per rolling 30 s that the pollers allow themselves."""
+    poller_id: str = ""
+    """This poller's lease owner name; default host:pid. A restarted poller with the same id
+    takes its users back at once instead of waiting for its old leases to lapse."""
+    poller_speed: float = Field(default=1.0, gt=0)
+    """Spotify seconds per real second: 1 for Spotify, the simulator's --speed against it."""
 
     # Spark
     spark_master: str = "local[2]"
@@ -151,6 +169,26 @@ class Settings(BaseSettings):
         return self
 
     # Derived values: computed, never configured twice.
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as the environment variables that recreate them in a subprocess."""
+        environment = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            choices = getattr(field.validation_alias, "choices", None)
+            variable = str(choices[0]) if choices else ENV_PREFIX + name.upper()
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list):
+                value = json.dumps([app.as_json() for app in value])
+            environment[variable] = str(value)
+        return environment
+
+    def topic(self, topic: Topic) -> str:
+        """The Kafka topic name for ``topic`` in this deployment."""
+        return f"{self.kafka_topic_prefix}{topic}"
 
     @property
     def mongodb_database(self) -> str:

@@ -48,13 +48,7 @@ def settings_on_free_ports(data_dir: Path) -> Settings:
 
 def environment_of(settings: Settings) -> dict[str, str]:
     """The variables that make a subprocess read ``settings``' servers and data dir."""
-    return {
-        "AUXCORD_DATA_DIR": str(settings.data_dir),
-        "AUXCORD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "AUXCORD_MONGODB_URI": settings.mongodb_uri,
-        "STORAGE_EMULATOR_HOST": settings.storage_emulator_host,
-        "AUXCORD_SPARK_SHUFFLE_PARTITIONS": str(settings.spark_shuffle_partitions),
-    }
+    return settings.as_environment()
 
 
 @pytest.fixture(scope="session")

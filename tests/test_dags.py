@@ -30,9 +30,14 @@ def test_dag_folder_imports_cleanly_and_lightly(tmp_path: Path) -> None:
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         "PYTHONPATH": str(ROOT),
     }
-    result = subprocess.run([sys.executable, "-c", _PARSE, str(ROOT / "dags")],
-                            capture_output=True, text=True, env=environment, timeout=300,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", _PARSE, str(ROOT / "dags")],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}

@@ -382,6 +382,8 @@ class Simulator:
         if request.method == "POST":
             spec = await request.json()
             self.clock.advance(float(spec.get("advance_seconds", 0)))
+            if "speed" in spec:
+                self.clock.set_speed(float(spec["speed"]))
         now = self.clock.now_ms()
         return _json({"now": iso_ms(now), "now_ms": now, "speed": self.clock.speed})
 

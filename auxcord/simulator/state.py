@@ -40,6 +40,12 @@ class VirtualClock:
     def advance(self, seconds: float) -> None:
         self._offset_ms += int(seconds * 1000)
 
+    def set_speed(self, speed: float) -> None:
+        """Run at ``speed`` from now on (0 freezes virtual time), without a jump."""
+        now_ms = self.now_ms()
+        self._start_ms, self._offset_ms, self._real_start = now_ms, 0, time.monotonic()
+        self.speed = speed
+
     def real_seconds(self, virtual_seconds: float) -> float:
         """How long ``virtual_seconds`` take in real time."""
         return virtual_seconds / self.speed if self.speed > 0 else virtual_seconds

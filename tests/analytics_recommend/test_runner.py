@@ -22,11 +22,11 @@ def test_runner_recommends_from_mongodb_and_stores_the_run(
     for group, user in memberships:
         groups.setdefault(group, []).append(user)
     mongo_db["groups"].insert_many(
-        [{"_id": group, "name": group, "members": members} for group, members in groups.items()])
+        [{"_id": group, "name": group, "members": members} for group, members in groups.items()]
+    )
     monkeypatch.setattr("analytics.recommend.job.DEFAULT_GRID", GRID)
 
-    run = run_recommendations(test_settings, spark=spark, n=5,
-                              now=datetime(2026, 3, 2, tzinfo=UTC))
+    run = run_recommendations(test_settings, spark=spark, n=5, now=datetime(2026, 3, 2, tzinfo=UTC))
 
     stored = list(mongo_db["recommendations"].find({"run_id": "2026-03-02"}))
     assert {doc["user_id"] for doc in stored} == {user for _, user in memberships}

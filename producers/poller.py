@@ -1,0 +1,385 @@
+"""Per-user pollers: currently-playing for the live feed, recently-played for every play.
+
+Scheduling is adaptive and budgeted:
+
+- currently-playing is read again when the current track should end (from its progress and
+  duration), at most :attr:`PollerConfig.active_s` apart while something plays, and every
+  :attr:`PollerConfig.idle_s` when nothing does.
+- A track change or a stop means a play just finished. recently-played (the authoritative
+  record) is read once a few such plays have gathered, soon after playback stops, and in any
+  case every :attr:`PollerConfig.recent_max_s`: 50 plays of at least 30 s take 25 minutes, so
+  the 50-item window can never overflow between two reads.
+- recently-played is read from ``cursor - overlap``: Spotify's list lags, and a late item may
+  carry an older played_at. Re-sent plays have the same event id, so they are harmless; ids
+  published recently by this process are not even re-sent.
+- Every Spotify app (client id) has a rolling 30 s budget shared by its users. A 429 pauses only
+  that app for its Retry-After; 5xx backs the user off with jitter; a dead refresh token drops
+  the user (marked needs_reauth by the client) while the others go on.
+
+Times in :class:`PollerConfig` are Spotify's (virtual) seconds; ``speed`` converts them to real
+seconds, which only matters against the simulator running faster than real time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import requests
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from auxcord.accounts import AccountStore, NotLinked
+from auxcord.clients import kafka_producer, mongo_database
+from auxcord.errors import AuxcordError, InvalidEvent
+from auxcord.events import ListenEvent
+from auxcord.names import Topic
+from auxcord.ratelimit import RollingWindowLimiter
+from auxcord.settings import Settings
+from auxcord.spotify import NeedsReauth, RateLimited, SpotifyError, SpotifyUserClient
+from auxcord.tokens import TokenCipher
+from producers.parse import (
+    NOTHING,
+    Playback,
+    listen_from_play_history,
+    now_playing_event,
+    playback_from_currently_playing,
+    state_change,
+)
+from producers.state import LeaseStore, PollStateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PollerConfig:
+    speed: float = 1.0
+    idle_s: float = 60.0
+    active_s: float = 30.0
+    recent_max_s: float = 20 * 60.0
+    plays_per_read: int = 3
+    overlap_s: float = 30 * 60.0
+    budget_per_app: int = 150
+    workers: int = 8
+    users_refresh_s: float = 5.0
+
+    def real(self, spotify_seconds: float) -> float:
+        return spotify_seconds / self.speed
+
+
+@dataclass
+class UserSchedule:
+    next_playing: float = 0.0
+    next_recent: float = 0.0
+    playback: Playback = NOTHING
+    unread_plays: int = 0
+    errors: int = 0
+    published: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+
+class PollerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter(
+            "auxcord_spotify_calls", "Spotify API calls", ["endpoint"], registry=self.registry
+        )
+        self.published = Counter(
+            "auxcord_events_published",
+            "Events acknowledged by Kafka",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "auxcord_spotify_rejected",
+            "Malformed Spotify data skipped",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "auxcord_poll_errors", "Failed polls", ["kind"], registry=self.registry
+        )
+        self.users = Gauge("auxcord_users_owned", "Users this poller owns", registry=self.registry)
+        self.last_success = Gauge(
+            "auxcord_last_poll_success",
+            "Unix time of a user's last good poll",
+            ["user_id"],
+            registry=self.registry,
+        )
+
+
+class AppBudgets:
+    """Per-app call budgets over a rolling 30 s, and 429 pauses, shared by the app's users."""
+
+    def __init__(self, budget: int) -> None:
+        self._limiter = RollingWindowLimiter(budget)
+        self._paused_until: dict[str, float] = {}
+
+    def acquire(self, client_id: str, now: float) -> bool:
+        if now < self._paused_until.get(client_id, 0.0):
+            return False
+        return self._limiter.admit(client_id, now) == 0.0
+
+    def pause(self, client_id: str, seconds: float, now: float) -> None:
+        self._paused_until[client_id] = max(self._paused_until.get(client_id, 0.0), now + seconds)
+
+
+class Poller:
+    """Polls the users this process holds leases on, until stopped."""
+
+    def __init__(
+        self, settings: Settings, config: PollerConfig, owner: str, shard: tuple[int, int] = (0, 1)
+    ) -> None:
+        self.settings, self.config, self.owner, self.shard = settings, config, owner, shard
+        database = mongo_database(settings)
+        self.accounts = AccountStore(database, TokenCipher(settings.secret_key_value()))
+        self.states = PollStateStore(database)
+        self.leases = LeaseStore(database, owner)
+        self.budgets = AppBudgets(config.budget_per_app)
+        self.metrics = PollerMetrics()
+        self.producer = kafka_producer(settings)
+        self.schedules: dict[str, UserSchedule] = {}
+        self.clients: dict[str, SpotifyUserClient] = {}
+        self._session = requests.Session()
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+
+    # The loop
+
+    def run(self, stop: threading.Event, *, once: bool = False) -> None:
+        """Poll until ``stop`` is set; ``once`` does one full round of every owned user."""
+        self._refresh_users()
+        if once:
+            for user_id in list(self.schedules):
+                self.poll_playing(user_id)
+                self.poll_recent(user_id)
+            self.producer.flush()
+            return
+        next_refresh = time.monotonic() + self.config.users_refresh_s
+        with ThreadPoolExecutor(self.config.workers, thread_name_prefix="poll") as pool:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self._refresh_users()
+                    next_refresh = now + self.config.users_refresh_s
+                for user_id, schedule in list(self.schedules.items()):
+                    due = min(schedule.next_playing, schedule.next_recent)
+                    with self._lock:
+                        if due > now or user_id in self._in_flight:
+                            continue
+                        self._in_flight.add(user_id)
+                    pool.submit(self._round, user_id)
+                stop.wait(0.02)
+        self.producer.flush()
+        self.leases.release_all()
+
+    def _round(self, user_id: str) -> None:
+        try:
+            now = time.monotonic()
+            schedule = self.schedules.get(user_id)
+            if schedule is None:
+                return
+            if now >= schedule.next_playing:
+                self.poll_playing(user_id)
+            if now >= schedule.next_recent:
+                self.poll_recent(user_id)
+        except Exception:  # a poller never dies of one user's problem
+            log.exception("poll failed", extra={"user_id": user_id})
+            self.metrics.errors.labels("unexpected").inc()
+            self._back_off(user_id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(user_id)
+
+    def _refresh_users(self) -> None:
+        """Claim (or renew) leases on this shard's active users; forget the rest."""
+        now = datetime.now(UTC)
+        index, count = self.shard
+        owned = set()
+        for account in self.accounts.list_active():
+            if hash_shard(account.user_id, count) != index:
+                continue
+            if self.leases.claim(account.user_id, now):
+                owned.add(account.user_id)
+                self.schedules.setdefault(account.user_id, UserSchedule())
+        for user_id in set(self.schedules) - owned:
+            self.schedules.pop(user_id, None)
+            self.clients.pop(user_id, None)
+        self.metrics.users.set(len(owned))
+
+    def _client(self, user_id: str) -> SpotifyUserClient:
+        client = self.clients.get(user_id)
+        if client is None:
+            client = SpotifyUserClient(self.settings, self.accounts, user_id, self._session)
+            self.clients[user_id] = client
+        return client
+
+    def _spend(self, user_id: str) -> bool:
+        client = self._client(user_id)
+        return self.budgets.acquire(client.client_id, time.monotonic())
+
+    # One endpoint each
+
+    def poll_playing(self, user_id: str) -> None:
+        schedule = self.schedules[user_id]
+        if not self._spend(user_id):
+            return
+        self.metrics.calls.labels("currently-playing").inc()
+        try:
+            payload = self._client(user_id).currently_playing()
+            current = playback_from_currently_playing(payload)
+        except InvalidEvent as exc:
+            self._rejected(user_id, "currently-playing", exc.reason)
+            schedule.next_playing = time.monotonic() + self.config.real(self.config.active_s)
+            return
+        except SpotifyError as exc:
+            self._failed(user_id, exc)
+            return
+        change = state_change(schedule.playback, current)
+        if change is not None:
+            event = now_playing_event(user_id, change, current, datetime.now(UTC))
+            self.producer.send(
+                self.settings.topic(Topic.NOW_PLAYING), key=user_id.encode(), value=event.to_json()
+            )
+            self.metrics.published.labels(Topic.NOW_PLAYING.value).inc()
+            if change in ("track_changed", "stopped"):
+                schedule.unread_plays += 1
+                wait = (
+                    5.0
+                    if change == "stopped" or schedule.unread_plays >= self.config.plays_per_read
+                    else self.config.recent_max_s
+                )
+                schedule.next_recent = min(
+                    schedule.next_recent, time.monotonic() + self.config.real(wait)
+                )
+        schedule.playback = current
+        schedule.next_playing = time.monotonic() + self.config.real(self._playing_interval(current))
+
+    def _playing_interval(self, current: Playback) -> float:
+        if not current.is_playing:
+            return self.config.idle_s if current.item_key is None else self.config.active_s
+        remaining = current.remaining_ms
+        if remaining is None:
+            return self.config.active_s
+        return min(self.config.active_s, max(2.0, remaining / 1000 + 1.0))
+
+    def poll_recent(self, user_id: str) -> None:
+        schedule = self.schedules[user_id]
+        cursor = self.states.cursor(user_id)
+        after = None if cursor is None else max(0, cursor - int(self.config.overlap_s * 1000))
+        events: list[ListenEvent] = []
+        newest = cursor or 0
+        while True:
+            if not self._spend(user_id):
+                return
+            self.metrics.calls.labels("recently-played").inc()
+            try:
+                page = self._client(user_id).recently_played(after_ms=after, limit=50)
+            except SpotifyError as exc:
+                self._failed(user_id, exc)
+                return
+            items = page.get("items") if isinstance(page, dict) else None
+            if not isinstance(items, list):
+                self._rejected(user_id, "recently-played", "items missing or not a list")
+                break
+            for item in items:
+                try:
+                    event = listen_from_play_history(user_id, item)
+                except InvalidEvent as exc:
+                    self._rejected(user_id, "recently-played", exc.reason)
+                    continue
+                events.append(event)
+                newest = max(newest, int(event.played_at.timestamp() * 1000))
+            # With `after`, Spotify returns the oldest plays after the cursor first: page on.
+            if after is None or len(items) < 50 or newest <= after:
+                break
+            after = newest
+        fresh = [e for e in events if e.event_id not in schedule.published]
+        futures = [
+            self.producer.send(
+                self.settings.topic(Topic.LISTENS), key=user_id.encode(), value=e.to_json()
+            )
+            for e in fresh
+        ]
+        # Waiting on our own futures, not flush(): flush waits for every thread's records.
+        try:
+            for future in futures:
+                future.get(timeout=30)
+        except Exception as exc:
+            log.warning(
+                "Kafka did not acknowledge; cursor kept",
+                extra={"user_id": user_id, "error": str(exc)},
+            )
+            self.metrics.errors.labels("kafka").inc()
+            self._back_off(user_id)
+            return
+        for event in fresh:
+            schedule.published[event.event_id] = None
+        while len(schedule.published) > 500:
+            schedule.published.popitem(last=False)
+        self.metrics.published.labels(Topic.LISTENS.value).inc(len(fresh))
+        if newest:
+            self.states.advance_cursor(user_id, newest)
+        now = datetime.now(UTC)
+        lag = (now.timestamp() * 1000 - newest) / 1000 if newest else None
+        self.states.record_success(user_id, now, lag)
+        self.metrics.last_success.labels(user_id).set(now.timestamp())
+        schedule.unread_plays = 0
+        schedule.errors = 0
+        schedule.next_recent = time.monotonic() + self.config.real(self.config.recent_max_s)
+
+    # Failures
+
+    def _rejected(self, user_id: str, endpoint: str, reason: str) -> None:
+        log.warning(
+            "skipped malformed Spotify data",
+            extra={"user_id": user_id, "endpoint": endpoint, "reason": reason},
+        )
+        self.metrics.rejected.labels(endpoint).inc()
+        self.states.count_rejected(user_id, f"{endpoint}: {reason}")
+
+    def _failed(self, user_id: str, exc: SpotifyError) -> None:
+        now = time.monotonic()
+        if isinstance(exc, RateLimited):
+            self.metrics.errors.labels("rate_limited").inc()
+            self.budgets.pause(exc.client_id, exc.retry_after, now)
+            return
+        if isinstance(exc, NeedsReauth | NotLinked):
+            self.metrics.errors.labels("needs_reauth").inc()
+            self.schedules.pop(user_id, None)
+            self.clients.pop(user_id, None)
+            self.states.record_error(user_id, datetime.now(UTC), "needs_reauth")
+            return
+        self.metrics.errors.labels("spotify").inc()
+        self.states.record_error(user_id, datetime.now(UTC), str(exc))
+        self._back_off(user_id)
+
+    def _back_off(self, user_id: str) -> None:
+        schedule = self.schedules.get(user_id)
+        if schedule is None:
+            return
+        schedule.errors += 1
+        delay = min(300.0, 2.0**schedule.errors) * random.uniform(0.5, 1.0)  # noqa: S311
+        later = time.monotonic() + self.config.real(delay)
+        schedule.next_playing = max(schedule.next_playing, later)
+        schedule.next_recent = max(schedule.next_recent, later)
+
+
+def hash_shard(user_id: str, count: int) -> int:
+    """A stable shard for ``user_id`` (Python's hash() changes between processes)."""
+    return zlib.crc32(user_id.encode()) % count
+
+
+def parse_shard(value: str | None) -> tuple[int, int]:
+    """``i/N`` as (i, N), with a clear error for anything else."""
+    if value is None:
+        return (0, 1)
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise AuxcordError(f"--shard expects i/N with 0 <= i < N (like 0/2), got {value!r}")
+    return (int(index), int(count))

@@ -1,0 +1,220 @@
+"""The pollers against the simulator, Tansu and SecantusDB: every play once, through faults.
+
+The poller runs as `auxcord poll` in its own process, so it can be killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from auxcord.clients import ensure_topics, kafka_consumer, mongo_database
+from auxcord.events import ListenEvent, NowPlayingEvent
+from auxcord.linking import link_simulated_users
+from auxcord.names import Topic
+from auxcord.settings import Settings
+from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
+from auxcord.webserver import serve_in_thread
+from producers.state import stale_users
+from tests.conftest import free_port
+
+SPEED = 3600.0  # a virtual hour per real second: the ~30 s run covers more than a day
+_prefixes = itertools.count()
+
+
+@dataclass
+class PollWorld:
+    sim: RunningSimulator
+    settings: Settings
+
+
+@pytest.fixture
+def poll_world(test_settings: Settings) -> Iterator[PollWorld]:
+    # Virtual time starts three days ago so that, running fast, it never passes real time:
+    # auxcord rejects plays from the future as implausible.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    config = SimulatorConfig(
+        users=8, days=1, seed=33, speed=SPEED, rate_budget=100_000, start=start
+    )
+    with run_simulator_in_thread(config) as sim:
+        port = free_port()
+        settings = test_settings.model_copy(update={
+            "spotify_api_base": sim.api_base,
+            "spotify_accounts_base": sim.url,
+            "spotify_redirect_uri": f"http://127.0.0.1:{port}/auth/callback",
+            "spotify_client_secret": None,
+            "spotify_extra_apps": [],
+            "kafka_topic_prefix": f"poll{os.getpid()}x{next(_prefixes)}.",
+            "poller_speed": SPEED,
+            "poller_budget": 100_000,
+            "poller_metrics_port": 0,
+            # A restarted poller keeps its name, as under systemd or a StatefulSet.
+            "poller_id": "poller-under-test",
+        })  # fmt: skip
+        from auxcord.settings import SpotifyApp
+
+        settings = settings.model_copy(
+            update={"spotify_extra_apps": [SpotifyApp(client_id="second-app")]}
+        )
+        ensure_topics(settings)
+        with serve_in_thread(settings, "127.0.0.1", port):
+            link_simulated_users(settings)
+        yield PollWorld(sim, settings)
+
+
+def start_poller(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from auxcord.cli import main; main()", "poll", *args],
+        env={**os.environ, **settings.as_environment()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def drain(settings: Settings, topic: Topic) -> list[bytes]:
+    """Every message on ``topic`` (read until the high watermark of each partition)."""
+    from kafka import TopicPartition
+
+    consumer = kafka_consumer(settings)
+    name = settings.topic(topic)
+    partitions = [TopicPartition(name, p) for p in range(topic.partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    values: list[bytes] = []
+    quiet = 0
+    while quiet < 3:
+        batch = consumer.poll(timeout_ms=1_000)
+        quiet = 0 if batch else quiet + 1
+        for records in batch.values():
+            values.extend(record.value for record in records)
+    consumer.close()
+    return values
+
+
+def expected_ids(rows: list[dict[str, Any]]) -> set[str]:
+    return {
+        ListenEvent(
+            user_id=r["user_id"],
+            track_id=r["track_id"],
+            track_name=r["track_name"],
+            artist_name=r["artist_name"],
+            duration_ms=r["duration_ms"],
+            played_at=r["played_at"].replace("Z", "+00:00"),
+            source="poll",
+            is_local=r["is_local"],
+        ).event_id
+        for r in rows
+        if r["listed"]
+    }
+
+
+def finish_and_compare(world: PollWorld, start_ms: int, at_least: int) -> None:
+    """Freeze time, read what is left, and compare Kafka with the ground truth."""
+    world.sim.control("clock", {"speed": 0})
+    once = subprocess.run(
+        [sys.executable, "-c", "from auxcord.cli import main; main()", "poll", "--once"],
+        env={**os.environ, **world.settings.as_environment()},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert once.returncode == 0, once.stderr.decode()[-2000:]
+    truth = world.sim.ground_truth()
+    published = [ListenEvent.from_json(v) for v in drain(world.settings, Topic.LISTENS)]
+    got = {event.event_id for event in published}
+    after_start = expected_ids([r for r in truth if r["played_at_ms"] > start_ms])
+    assert len(after_start) >= at_least, "the run produced enough plays to mean something"
+    missing = after_start - got
+    assert not missing, (
+        f"{len(missing)} of {len(after_start)} plays never reached Kafka ({len(got)} events there, "
+        f"newest published {max(e.played_at for e in published)}, "
+        f"newest play {max(r['played_at'] for r in truth if r['listed'])})"
+    )
+    assert got <= expected_ids(truth), "Kafka holds plays that never happened"
+
+
+def test_no_loss_no_duplicates_through_faults_and_sigkill(poll_world: PollWorld) -> None:
+    sim = poll_world.sim
+    start_ms = sim.clock.now_ms()
+    poller = start_poller(poll_world.settings)
+    try:
+        time.sleep(6)
+        sim.control("faults", {"storm_seconds": 3, "storm_retry_after": 1})
+        time.sleep(5)
+        sim.control("faults", {"fail_next": 30, "fail_status": 503})
+        sim.control("tokens/expire")
+        time.sleep(5)
+        poller.send_signal(signal.SIGKILL)
+        poller.wait(timeout=10)
+        time.sleep(0.5)  # plays keep finishing while no poller runs
+        poller = start_poller(poll_world.settings)
+        time.sleep(8)
+    finally:
+        poller.terminate()
+        poller.wait(timeout=30)
+    finish_and_compare(poll_world, start_ms, at_least=100)
+    # The live feed got state changes too, and they validate.
+    states = [NowPlayingEvent.from_json(v) for v in drain(poll_world.settings, Topic.NOW_PLAYING)]
+    assert {"started", "track_changed"} <= {s.state for s in states}
+
+
+def test_revoked_user_needs_reauth_while_others_flow(poll_world: PollWorld) -> None:
+    sim = poll_world.sim
+    revoked = sim.user_ids[0]
+    sim.control(f"users/{revoked}/revoke")
+    sim.control("tokens/expire")
+    started = datetime.now(UTC)
+    poller = start_poller(poll_world.settings)
+    try:
+        time.sleep(8)
+    finally:
+        poller.terminate()
+        poller.wait(timeout=30)
+    database = mongo_database(poll_world.settings)
+    assert database["users"].find_one({"_id": revoked})["needs_reauth"] is True
+    polled = {
+        doc["_id"] for doc in database["poll_state"].find({"last_success_at": {"$gt": started}})
+    }
+    assert polled == set(sim.user_ids[1:]), "everyone else kept being polled"
+    stale = {row["user_id"] for row in stale_users(database, datetime.now(UTC))}
+    assert revoked not in stale, "a user who must re-link is not an outage"
+
+
+def test_malformed_responses_are_counted_and_skipped(poll_world: PollWorld) -> None:
+    sim = poll_world.sim
+    sim.control("faults", {"malformed_next": 12})
+    start_ms = sim.clock.now_ms()
+    poller = start_poller(poll_world.settings)
+    try:
+        time.sleep(6)
+        assert poller.poll() is None, "the poller is still up"
+    finally:
+        poller.terminate()
+        poller.wait(timeout=30)
+    database = mongo_database(poll_world.settings)
+    rejected = sum(doc.get("rejected", 0) for doc in database["poll_state"].find())
+    assert rejected >= 1
+    finish_and_compare(poll_world, start_ms, at_least=20)
+
+
+def test_bad_shard_argument_is_one_clear_line(poll_world: PollWorld) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from auxcord.cli import main; main()", "poll", "--shard", "3/2"],
+        env={**os.environ, **poll_world.settings.as_environment()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "--shard expects i/N" in result.stderr and "Traceback" not in result.stderr
