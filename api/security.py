@@ -14,13 +14,18 @@ from auxcord.ratelimit import RollingWindowLimiter
 CSRF_FIELD = "csrf_token"
 
 
+def session_secret(request: Request, key: str) -> str:
+    """A random value kept in this browser's signed session under ``key``, made on first use."""
+    value = request.session.get(key)
+    if not value:
+        value = secrets.token_urlsafe(32)
+        request.session[key] = value
+    return str(value)
+
+
 def csrf_token(request: Request) -> str:
-    """This session's CSRF token, created on first use; every form carries it."""
-    token = request.session.get("csrf")
-    if not token:
-        token = secrets.token_urlsafe(32)
-        request.session["csrf"] = token
-    return str(token)
+    """This session's CSRF token; every form carries it."""
+    return session_secret(request, "csrf")
 
 
 def check_csrf(request: Request, submitted: str | None) -> None:

@@ -35,37 +35,15 @@ def generation_seconds(users: int, days: int) -> float:
     return time.perf_counter() - started
 
 
-def _token(base: str, user: str) -> str:
+def _access_token(base: str, user_id: str) -> str:
+    """An access token for ``user_id``, through the same PKCE flow the tests use."""
     sys.path.insert(0, ".")
-    from tests.simulator.helpers import REDIRECT_URI, pkce_pair
+    from tests.simulator.helpers import tokens_for
 
-    verifier, challenge = pkce_pair()
-    answer = requests.get(
-        f"{base}/authorize",
-        allow_redirects=False,
-        timeout=10,
-        params={
-            "client_id": "bench",
-            "response_type": "code",
-            "redirect_uri": REDIRECT_URI,
-            "code_challenge": challenge,
-            "code_challenge_method": "S256",
-            "sim_user": user,
-        },
-    )
-    code = answer.headers["Location"].split("code=")[1].split("&")[0]
-    tokens = requests.post(
-        f"{base}/api/token",
-        timeout=10,
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": "bench",
-            "code_verifier": verifier,
-        },
-    ).json()
-    return str(tokens["access_token"])
+    class Accounts:
+        url = base
+
+    return tokens_for(Accounts(), user_id)["access_token"]
 
 
 def requests_per_second(seconds: int) -> dict[str, float]:
@@ -98,7 +76,7 @@ def requests_per_second(seconds: int) -> dict[str, float]:
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        token = _token(base, users[0]["user_id"])
+        token = _access_token(base, users[0]["user_id"])
         results = {}
         for name, path in (
             ("currently-playing", "/v1/me/player/currently-playing"),

@@ -113,6 +113,20 @@ class LinkWorld:
     base: str
 
 
+def simulator_settings(
+    base: Settings, sim: RunningSimulator, port: int, **overrides: object
+) -> Settings:
+    """``base`` pointed at ``sim`` for Spotify, with the web app's callback on ``port``."""
+    return base.model_copy(
+        update={
+            "spotify_api_base": sim.api_base,
+            "spotify_accounts_base": sim.url,
+            "spotify_redirect_uri": f"http://127.0.0.1:{port}/auth/callback",
+            **overrides,
+        }
+    )
+
+
 @pytest.fixture
 def link_world(test_settings: Settings) -> Iterator[LinkWorld]:
     """A simulator and the web app on loopback, sharing this test's fresh MongoDB database."""
@@ -122,12 +136,9 @@ def link_world(test_settings: Settings) -> Iterator[LinkWorld]:
     config = SimulatorConfig(users=6, days=7, seed=21, speed=0.001, rate_budget=1_000)
     with run_simulator_in_thread(config) as sim:
         port = free_port()
-        settings = test_settings.model_copy(update={
-            "spotify_api_base": sim.api_base,
-            "spotify_accounts_base": sim.url,
-            "spotify_redirect_uri": f"http://127.0.0.1:{port}/auth/callback",
-            # Development-mode apps admit five users each: six users need two apps.
-            "spotify_extra_apps": [SpotifyApp(client_id="auxcord-local-2")],
-        })  # fmt: skip
+        # Development-mode apps admit five users each: six users need two apps.
+        settings = simulator_settings(
+            test_settings, sim, port, spotify_extra_apps=[SpotifyApp(client_id="auxcord-local-2")]
+        )
         with serve_in_thread(settings, "127.0.0.1", port) as base:
             yield LinkWorld(sim, settings, base)

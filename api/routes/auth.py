@@ -16,7 +16,7 @@ from spotipy.oauth2 import SpotifyOauthError
 
 from api.deps import AccountsDep, DatabaseDep, SettingsDep
 from api.oauth_states import OAuthStates
-from api.security import check_csrf, limit_auth
+from api.security import check_csrf, limit_auth, session_secret
 from api.templating import render
 from auxcord.accounts import AppsFull
 from auxcord.spotify import SCOPES, SpotifyError, api_client, exchange_code
@@ -33,11 +33,7 @@ def _pkce_pair() -> tuple[str, str]:
 
 def _browser(request: Request) -> str:
     """A random id for this browser's session, which binds a pending sign-in to it."""
-    browser = request.session.get("browser")
-    if not browser:
-        browser = secrets.token_urlsafe(24)
-        request.session["browser"] = browser
-    return str(browser)
+    return session_secret(request, "browser")
 
 
 def _refused(request: Request, message: str, status: int = 400) -> Response:

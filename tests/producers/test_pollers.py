@@ -22,11 +22,11 @@ from auxcord.clients import ensure_topics, kafka_consumer, mongo_database
 from auxcord.events import ListenEvent, NowPlayingEvent
 from auxcord.linking import link_simulated_users
 from auxcord.names import Topic
-from auxcord.settings import Settings
+from auxcord.settings import Settings, SpotifyApp
 from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from auxcord.webserver import serve_in_thread
 from producers.state import stale_users
-from tests.conftest import free_port
+from tests.conftest import free_port, simulator_settings
 
 SPEED = 3600.0  # a virtual hour per real second: the ~30 s run covers more than a day
 _prefixes = itertools.count()
@@ -48,23 +48,17 @@ def poll_world(test_settings: Settings) -> Iterator[PollWorld]:
     )
     with run_simulator_in_thread(config) as sim:
         port = free_port()
-        settings = test_settings.model_copy(update={
-            "spotify_api_base": sim.api_base,
-            "spotify_accounts_base": sim.url,
-            "spotify_redirect_uri": f"http://127.0.0.1:{port}/auth/callback",
-            "spotify_client_secret": None,
-            "spotify_extra_apps": [],
-            "kafka_topic_prefix": f"poll{os.getpid()}x{next(_prefixes)}.",
-            "poller_speed": SPEED,
-            "poller_budget": 100_000,
-            "poller_metrics_port": 0,
+        settings = simulator_settings(
+            test_settings,
+            sim,
+            port,
+            spotify_extra_apps=[SpotifyApp(client_id="second-app")],
+            kafka_topic_prefix=f"poll{os.getpid()}x{next(_prefixes)}.",
+            poller_speed=SPEED,
+            poller_budget=100_000,
+            poller_metrics_port=0,
             # A restarted poller keeps its name, as under systemd or a StatefulSet.
-            "poller_id": "poller-under-test",
-        })  # fmt: skip
-        from auxcord.settings import SpotifyApp
-
-        settings = settings.model_copy(
-            update={"spotify_extra_apps": [SpotifyApp(client_id="second-app")]}
+            poller_id="poller-under-test",
         )
         ensure_topics(settings)
         with serve_in_thread(settings, "127.0.0.1", port):

@@ -5,13 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+from typing import Protocol
 from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from auxcord.simulator import RunningSimulator
-
 REDIRECT_URI = "http://127.0.0.1:9/callback"
+
+
+class AccountsService(Protocol):
+    """Anything with the accounts service's base URL: a running simulator, or just its URL."""
+
+    url: str
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -21,7 +26,7 @@ def pkce_pair() -> tuple[str, str]:
 
 
 def authorization_code(
-    sim: RunningSimulator, user_id: str, challenge: str, client_id: str = "test-client"
+    sim: AccountsService, user_id: str, challenge: str, client_id: str = "test-client"
 ) -> str:
     response = requests.get(f"{sim.url}/authorize", allow_redirects=False, timeout=10, params={
         "client_id": client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
@@ -35,7 +40,7 @@ def authorization_code(
 
 
 def tokens_for(
-    sim: RunningSimulator, user_id: str, client_id: str = "test-client"
+    sim: AccountsService, user_id: str, client_id: str = "test-client"
 ) -> dict[str, str]:
     verifier, challenge = pkce_pair()
     code = authorization_code(sim, user_id, challenge, client_id)
@@ -49,7 +54,7 @@ def tokens_for(
 
 
 def authorized_session(
-    sim: RunningSimulator, user_id: str, client_id: str = "test-client"
+    sim: AccountsService, user_id: str, client_id: str = "test-client"
 ) -> requests.Session:
     session = requests.Session()
     session.headers["Authorization"] = (
