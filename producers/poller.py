@@ -23,6 +23,7 @@ seconds, which only matters against the simulator running faster than real time.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -197,16 +198,28 @@ class Poller:
                 self._in_flight.discard(user_id)
 
     def _refresh_users(self) -> None:
-        """Claim (or renew) leases on this shard's active users; forget the rest."""
+        """Hold leases on a fair share of this shard's active users; forget the rest.
+
+        The share is the users divided by the live pollers: a poller that joins gets users
+        released to it, and the users of one that dies are claimed once their leases lapse.
+        """
         now = datetime.now(UTC)
+        self.leases.heartbeat(now)
         index, count = self.shard
-        owned = set()
-        for account in self.accounts.list_active():
-            if hash_shard(account.user_id, count) != index:
+        candidates = [
+            a.user_id for a in self.accounts.list_active() if hash_shard(a.user_id, count) == index
+        ]
+        share = math.ceil(len(candidates) / max(1, self.leases.live_pollers(now)))
+        owned: set[str] = set()
+        # Users we already poll come first, so a rebalance moves as few as possible.
+        for user_id in sorted(candidates, key=lambda user: (user not in self.schedules, user)):
+            if len(owned) >= share:
+                if user_id in self.schedules:
+                    self.leases.release(user_id)
                 continue
-            if self.leases.claim(account.user_id, now):
-                owned.add(account.user_id)
-                self.schedules.setdefault(account.user_id, UserSchedule())
+            if self.leases.claim(user_id, now):
+                owned.add(user_id)
+                self.schedules.setdefault(user_id, UserSchedule())
         for user_id in set(self.schedules) - owned:
             self.schedules.pop(user_id, None)
             self.clients.pop(user_id, None)

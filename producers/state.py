@@ -11,7 +11,7 @@ another poller claims them within ``LEASE_TTL`` plus one loop, well inside a min
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -119,7 +119,7 @@ class LeaseStore:
         try:
             document = self._leases.find_one_and_update(
                 {"_id": user_id, "$or": [{"owner": self.owner}, {"expires_at": {"$lt": now}}]},
-                {"$set": {"owner": self.owner, "expires_at": now + LEASE_TTL}},
+                {"$set": {"owner": self.owner, "kind": "user", "expires_at": now + LEASE_TTL}},
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
@@ -127,12 +127,24 @@ class LeaseStore:
             return False  # the lease exists and is someone else's, still fresh
         return document is not None and document["owner"] == self.owner
 
+    def release(self, user_id: str) -> None:
+        """Give ``user_id`` back, so a poller with fewer users can take it."""
+        self._leases.delete_one({"_id": user_id, "owner": self.owner})
+
+    def heartbeat(self, now: datetime) -> None:
+        """Say this poller is alive, so the others leave it its fair share."""
+        self._leases.update_one(
+            {"_id": f"poller:{self.owner}"},
+            {"$set": {"owner": self.owner, "kind": "poller", "expires_at": now + LEASE_TTL}},
+            upsert=True,
+        )
+
+    def live_pollers(self, now: datetime) -> int:
+        return self._leases.count_documents({"kind": "poller", "expires_at": {"$gte": now}})
+
     def release_all(self) -> None:
         self._leases.delete_many({"owner": self.owner})
 
     def owners(self) -> dict[str, str]:
-        return {doc["_id"]: doc["owner"] for doc in self._leases.find()}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+        """Which poller holds each user's lease."""
+        return {doc["_id"]: doc["owner"] for doc in self._leases.find({"kind": "user"})}

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +26,7 @@ from auxcord.names import Topic
 from auxcord.settings import Settings, SpotifyApp
 from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from auxcord.webserver import serve_in_thread
-from producers.state import stale_users
+from producers.state import LeaseStore, stale_users
 from tests.conftest import free_port, simulator_settings
 
 SPEED = 3600.0  # a virtual hour per real second: the ~30 s run covers more than a day
@@ -38,13 +39,16 @@ class PollWorld:
     settings: Settings
 
 
-@pytest.fixture
-def poll_world(test_settings: Settings) -> Iterator[PollWorld]:
-    # Virtual time starts three days ago so that, running fast, it never passes real time:
+@contextmanager
+def poll_world_at(
+    test_settings: Settings, speed: float, **overrides: object
+) -> Iterator[PollWorld]:
+    """Eight linked simulated users, their own Kafka topics, and time running at ``speed``."""
+    # Virtual time starts in the past so that, running fast, it never passes real time:
     # auxcord rejects plays from the future as implausible.
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
     config = SimulatorConfig(
-        users=8, days=1, seed=33, speed=SPEED, rate_budget=100_000, start=start
+        users=8, days=1, seed=33, speed=speed, rate_budget=100_000, start=start
     )
     with run_simulator_in_thread(config) as sim:
         port = free_port()
@@ -54,11 +58,10 @@ def poll_world(test_settings: Settings) -> Iterator[PollWorld]:
             port,
             spotify_extra_apps=[SpotifyApp(client_id="second-app")],
             kafka_topic_prefix=f"poll{os.getpid()}x{next(_prefixes)}.",
-            poller_speed=SPEED,
+            poller_speed=speed,
             poller_budget=100_000,
             poller_metrics_port=0,
-            # A restarted poller keeps its name, as under systemd or a StatefulSet.
-            poller_id="poller-under-test",
+            **overrides,
         )
         ensure_topics(settings)
         with serve_in_thread(settings, "127.0.0.1", port):
@@ -66,10 +69,17 @@ def poll_world(test_settings: Settings) -> Iterator[PollWorld]:
         yield PollWorld(sim, settings)
 
 
-def start_poller(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+@pytest.fixture
+def poll_world(test_settings: Settings) -> Iterator[PollWorld]:
+    # A restarted poller keeps its name, as under systemd or a StatefulSet.
+    with poll_world_at(test_settings, SPEED, poller_id="poller-under-test") as world:
+        yield world
+
+
+def start_poller(settings: Settings, *args: str, **environment: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", "from auxcord.cli import main; main()", "poll", *args],
-        env={**os.environ, **settings.as_environment()},
+        env={**os.environ, **settings.as_environment(), **environment},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -212,3 +222,41 @@ def test_bad_shard_argument_is_one_clear_line(poll_world: PollWorld) -> None:
     )
     assert result.returncode == 1
     assert "--shard expects i/N" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_pollers_share_users_and_one_takes_over_within_a_minute(
+    test_settings: Settings,
+) -> None:
+    # An hour a minute: the lapse of a dead poller's leases (30 s) is half an hour of music,
+    # which Spotify's 50-play window still holds.
+    with poll_world_at(test_settings, 60.0) as world:
+        start_ms = world.sim.clock.now_ms()
+        leases = LeaseStore(mongo_database(world.settings), owner="observer")
+        first = start_poller(world.settings, AUXCORD_POLLER_ID="first")
+        second = start_poller(world.settings, AUXCORD_POLLER_ID="second")
+        try:
+            deadline = time.monotonic() + 30
+            while set(leases.owners().values()) != {"first", "second"}:
+                assert time.monotonic() < deadline, f"no split: {leases.owners()}"
+                time.sleep(0.5)
+            split = leases.owners()
+            assert set(split) == set(world.sim.user_ids)
+            assert 3 <= list(split.values()).count("first") <= 5
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            killed_at = time.monotonic()
+            while set(leases.owners().values()) != {"second"} or len(leases.owners()) < 8:
+                assert time.monotonic() - killed_at < 60, f"no takeover: {leases.owners()}"
+                # Keep everyone listening, so the takeover has plays to lose (and must not).
+                for user in world.sim.user_ids:
+                    world.sim.control(f"users/{user}/play")
+                time.sleep(4)
+            took = time.monotonic() - killed_at
+            time.sleep(3)
+        finally:
+            for poller in (first, second):
+                if poller.poll() is None:
+                    poller.terminate()
+                    poller.wait(timeout=30)
+        print(f"takeover after {took:.1f} s")
+        finish_and_compare(world, start_ms, at_least=30)
