@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 class PollerConfig:
     speed: float = 1.0
     idle_s: float = 60.0
+    long_idle_s: float = 180.0
+    """currently-playing interval once nothing has played for ``long_idle_after_s``."""
+    long_idle_after_s: float = 30 * 60.0
     active_s: float = 30.0
     recent_max_s: float = 20 * 60.0
     plays_per_read: int = 3
@@ -69,6 +72,9 @@ class PollerConfig:
     budget_per_app: int = 150
     workers: int = 8
     users_refresh_s: float = 5.0
+    adaptive: bool = True
+    """False polls at fixed intervals (``active_s``, ``recent_max_s``): the naive baseline the
+    benchmark compares against."""
 
     def real(self, spotify_seconds: float) -> float:
         return spotify_seconds / self.speed
@@ -80,6 +86,8 @@ class UserSchedule:
     next_recent: float = 0.0
     playback: Playback = NOTHING
     unread_plays: int = 0
+    last_heard: float = 0.0
+    """When something last played (monotonic), to slow down for long-idle users."""
     errors: int = 0
     published: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
@@ -260,7 +268,7 @@ class Poller:
                 self.settings.topic(Topic.NOW_PLAYING), key=user_id.encode(), value=event.to_json()
             )
             self.metrics.published.labels(Topic.NOW_PLAYING.value).inc()
-            if change in ("track_changed", "stopped"):
+            if self.config.adaptive and change in ("track_changed", "stopped"):
                 schedule.unread_plays += 1
                 wait = (
                     5.0
@@ -271,9 +279,18 @@ class Poller:
                     schedule.next_recent, time.monotonic() + self.config.real(wait)
                 )
         schedule.playback = current
-        schedule.next_playing = time.monotonic() + self.config.real(self._playing_interval(current))
+        now = time.monotonic()
+        if current.is_playing:
+            schedule.last_heard = now
+        long_idle = now - schedule.last_heard > self.config.real(self.config.long_idle_after_s)
+        interval = self._playing_interval(current)
+        if long_idle and current.item_key is None and self.config.adaptive:
+            interval = self.config.long_idle_s
+        schedule.next_playing = now + self.config.real(interval)
 
     def _playing_interval(self, current: Playback) -> float:
+        if not self.config.adaptive:
+            return self.config.active_s
         if not current.is_playing:
             return self.config.idle_s if current.item_key is None else self.config.active_s
         remaining = current.remaining_ms
