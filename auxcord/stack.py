@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from auxcord.errors import StackError
 from auxcord.settings import Settings
@@ -169,6 +169,26 @@ SERVICES: tuple[_Service, ...] = (
     _Service("mongodb", "AUXCORD_MONGODB_URI", _secantus_argv, _mongodb_ready, _secantus_binary),
     _Service("gcs", "STORAGE_EMULATOR_HOST", _fake_gcs_argv, _gcs_ready, _fake_gcs_binary),
 )
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def settings_on_free_ports(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a second stack on free ports (tests and benchmarks run beside a demo)."""
+    from auxcord.settings import load_settings
+
+    return load_settings(
+        data_dir=data_dir,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        mongodb_uri=f"mongodb://127.0.0.1:{free_port()}/auxcord?directConnection=true",
+        storage_emulator_host=f"http://127.0.0.1:{free_port()}",
+        **overrides,
+    )
 
 
 def _port_in_use(port: int) -> bool:

@@ -30,16 +30,9 @@ from auxcord.linking import link_simulated_users
 from auxcord.names import Topic
 from auxcord.settings import Settings, get_settings
 from auxcord.simulator import SimulatorConfig, run_simulator_in_thread
+from auxcord.stack import free_port
 from auxcord.webserver import serve_in_thread
 from producers.poller import Poller, PollerConfig
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _listens(settings: Settings) -> set[str]:
@@ -67,7 +60,7 @@ def run(adaptive: bool, args: argparse.Namespace, base: Settings, label: str) ->
         users=args.users, days=1, seed=5, speed=args.speed, rate_budget=1_000_000, start=start
     )
     with run_simulator_in_thread(config) as sim, tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         database = f"bench_producers_{label}_{os.getpid()}"
         settings = base.model_copy(update={
             "spotify_api_base": sim.api_base, "spotify_accounts_base": sim.url,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +20,7 @@ from datetime import UTC, datetime
 import requests
 
 from auxcord.simulator.model import World, WorldConfig
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from auxcord.stack import free_port
 
 
 def generation_seconds(users: int, days: int) -> float:
@@ -47,7 +41,7 @@ def _access_token(base: str, user_id: str) -> str:
 
 
 def requests_per_second(seconds: int) -> dict[str, float]:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,

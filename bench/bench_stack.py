@@ -10,29 +10,12 @@ Targets (issue 2): warm ≤ 5 s, idle RSS ≤ 600 MB.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from auxcord.settings import Settings, load_settings
-from auxcord.stack import LocalStack
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _settings(data_dir: Path) -> Settings:
-    return load_settings(
-        data_dir=data_dir,
-        kafka_bootstrap=f"127.0.0.1:{_free_port()}",
-        mongodb_uri=f"mongodb://127.0.0.1:{_free_port()}/auxcord?directConnection=true",
-        storage_emulator_host=f"http://127.0.0.1:{_free_port()}",
-    )
+from auxcord.stack import LocalStack, settings_on_free_ports
 
 
 def _timed_up(stack: LocalStack) -> float:
@@ -67,7 +50,7 @@ def main() -> None:
     cold, warm, rss = [], [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            stack = LocalStack(_settings(Path(tmp)))
+            stack = LocalStack(settings_on_free_ports(Path(tmp)))
             try:
                 cold.append(_timed_up(stack))
                 time.sleep(5)

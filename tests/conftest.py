@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,30 +18,13 @@ import pytest
 from auxcord.clients import mongo_client
 from auxcord.settings import Settings, SpotifyApp, get_settings, load_settings
 from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
-from auxcord.stack import LocalStack
+from auxcord.stack import LocalStack, free_port, settings_on_free_ports
 
 if TYPE_CHECKING:
     from pymongo.database import Database
     from pyspark.sql import SparkSession
 
 _database_numbers = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def settings_on_free_ports(data_dir: Path) -> Settings:
-    """Settings for a local stack on fresh free ports, with its data under ``data_dir``."""
-    return load_settings(
-        data_dir=data_dir,
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        mongodb_uri=f"mongodb://127.0.0.1:{free_port()}/auxcord?directConnection=true",
-        storage_emulator_host=f"http://127.0.0.1:{free_port()}",
-        spark_shuffle_partitions=1,
-    )
 
 
 def environment_of(settings: Settings) -> dict[str, str]:
@@ -58,7 +39,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     The variables are exported too, so subprocesses (the CLI, Airflow, Spark workers) reach
     the same servers.
     """
-    settings = settings_on_free_ports(tmp_path_factory.mktemp("stack"))
+    settings = settings_on_free_ports(tmp_path_factory.mktemp("stack"), spark_shuffle_partitions=1)
     environment = environment_of(settings)
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)

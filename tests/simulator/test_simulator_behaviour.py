@@ -128,29 +128,16 @@ def test_refresh_sometimes_omits_the_refresh_token_and_revocation_is_invalid_gra
 def test_codes_are_single_use_and_pkce_is_checked(sim: RunningSimulator) -> None:
     verifier, challenge = pkce_pair()
     code = authorization_code(sim, sim.user_ids[0], challenge)
-    wrong = requests.post(
-        f"{sim.url}/api/token",
-        timeout=10,
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": "test-client",
-            "code_verifier": "not-the-verifier",
-        },
-    )
+
+    def exchange(code_verifier: str) -> requests.Response:
+        return requests.post(f"{sim.url}/api/token", timeout=10, data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+            "client_id": "test-client", "code_verifier": code_verifier,
+        })  # fmt: skip
+
+    wrong = exchange("not-the-verifier")
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
-    again = requests.post(
-        f"{sim.url}/api/token",
-        timeout=10,
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT_URI,
-            "client_id": "test-client",
-            "code_verifier": verifier,
-        },
-    )
+    again = exchange(verifier)
     assert again.status_code == 400, "a code is consumed by its first use"
 
 
