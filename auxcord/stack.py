@@ -59,7 +59,8 @@ class _Service:
     argv: Callable[[Settings, int, Path], list[str]]
     ready: Callable[[Settings], None]
     """Raises until the server answers a real client call."""
-    binary: Callable[[], Path]
+    marker: Callable[[], str]
+    """Text the server's command line contains: how `down` recognises a process we started."""
 
 
 def _tansu_binary() -> Path:
@@ -97,15 +98,24 @@ def _fake_gcs_binary() -> Path:
     return binary
 
 
-def _secantus_binary() -> Path:
+def _secantus_marker() -> str:
+    """The SecantusDB server runs as ``python -c "...secantus.cli..."``."""
     try:
-        import secantus
+        import secantus.cli  # noqa: F401 - only checks that the server is installed
     except ImportError as exc:
         raise StackError(
             "MongoDB: the secantusdb package is not installed; "
             "run `pip install -e '.[local]'` (make demo does this)"
         ) from exc
-    return Path(secantus.__file__)
+    return "secantus.cli"
+
+
+def _tansu_marker() -> str:
+    return str(_tansu_binary())
+
+
+def _fake_gcs_marker() -> str:
+    return str(_fake_gcs_binary())
 
 
 def _tansu_argv(settings: Settings, port: int, data: Path) -> list[str]:
@@ -165,9 +175,9 @@ def _gcs_ready(settings: Settings) -> None:
 
 
 SERVICES: tuple[_Service, ...] = (
-    _Service("kafka", "AUXCORD_KAFKA_BOOTSTRAP", _tansu_argv, _kafka_ready, _tansu_binary),
-    _Service("mongodb", "AUXCORD_MONGODB_URI", _secantus_argv, _mongodb_ready, _secantus_binary),
-    _Service("gcs", "STORAGE_EMULATOR_HOST", _fake_gcs_argv, _gcs_ready, _fake_gcs_binary),
+    _Service("kafka", "AUXCORD_KAFKA_BOOTSTRAP", _tansu_argv, _kafka_ready, _tansu_marker),
+    _Service("mongodb", "AUXCORD_MONGODB_URI", _secantus_argv, _mongodb_ready, _secantus_marker),
+    _Service("gcs", "STORAGE_EMULATOR_HOST", _fake_gcs_argv, _gcs_ready, _fake_gcs_marker),
 )
 
 
@@ -275,7 +285,7 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        record = {"pid": process.pid, "marker": str(service.binary()), "port": port}
+        record = {"pid": process.pid, "marker": service.marker(), "port": port}
         self._pid_file(service).write_text(json.dumps(record))
         log.info("started %s (pid %s) on port %s", service.name, process.pid, port)
 
@@ -353,7 +363,7 @@ class LocalStack:
 
 
 def _runs(pid: int, marker: str) -> bool:
-    """Whether ``pid`` is alive and its command line mentions ``marker`` (our binary)."""
+    """Whether ``pid`` is alive and its command line mentions ``marker`` (our server)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
@@ -362,10 +372,7 @@ def _runs(pid: int, marker: str) -> bool:
         return False
     if "\nState:\tZ" in _read(Path(f"/proc/{pid}/status")):
         return False
-    marker_path = Path(marker)
-    # The secantus server runs as `python -c "...secantus.cli..."`: match the module instead.
-    needle = "secantus.cli" if marker_path.name == "__init__.py" else marker
-    return needle in cmdline
+    return marker in cmdline
 
 
 def _terminate(pid: int) -> None:

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import requests
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from spotipy import SpotifyException
 from spotipy.oauth2 import SpotifyOauthError
 
 from api.deps import AccountsDep, DatabaseDep, SettingsDep
@@ -101,11 +102,8 @@ def callback(
             session,
         )
         profile = api_client(settings, token_info["access_token"], session).current_user()
-    except (SpotifyOauthError, SpotifyError, requests.RequestException) as exc:
-        log.warning("sign-in failed at the token exchange: %s", type(exc).__name__)
-        return _refused(request, "Spotify refused the sign-in. Start again.", 502)
-    except Exception as exc:  # spotipy raises its own SpotifyException for API errors
-        log.warning("sign-in failed reading the profile: %s", type(exc).__name__)
+    except (SpotifyOauthError, SpotifyException, SpotifyError, requests.RequestException) as exc:
+        log.warning("sign-in failed at Spotify: %s", type(exc).__name__)
         return _refused(request, "Spotify refused the sign-in. Start again.", 502)
     try:
         accounts.check_room(pending.client_id, profile["id"])

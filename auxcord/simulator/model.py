@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from auxcord.simulator.catalog import Catalog, build_catalog
+from auxcord.simulator.catalog import Catalog, build_catalog, spotify_id
 
 MIN_LISTED_MS = 30_000
 KIND_TRACK, KIND_EPISODE, KIND_LOCAL = 0, 1, 2
@@ -124,7 +124,7 @@ class World:
         self.by_id = {user.user_id: user for user in self.users}
         rng = np.random.default_rng([config.seed, 3])
         self.contexts: list[tuple[str, str]] = [
-            ("playlist", f"spotify:playlist:{_base62(rng)}") for _ in range(40)
+            ("playlist", f"spotify:playlist:{spotify_id(rng)}") for _ in range(40)
         ] + [("album", f"spotify:album:{album}") for album in self.catalog.album_ids[:40]]
         self.history_start = _day_floor(config.start) - timedelta(days=config.history_days)
         start_ms = _ms(self.history_start)
@@ -241,12 +241,6 @@ class World:
             "album_name": c.show_names[show],
             "duration_ms": int(c.episode_duration_ms[index]),
         }  # fmt: skip
-
-
-def _base62(rng: np.random.Generator) -> str:
-    from auxcord.simulator.catalog import spotify_id
-
-    return spotify_id(rng)
 
 
 def _ms(moment: datetime) -> int:
