@@ -22,6 +22,7 @@ from auxcord.errors import AuxcordError
 from auxcord.settings import get_settings
 from auxcord.simulator.cli import simulate_command
 from producers.cli import poll_command
+from streaming.cli import stream_command
 
 if TYPE_CHECKING:
     from auxcord.stack import ServiceStatus
@@ -64,12 +65,15 @@ def _root(
     logging.getLogger("kafka").setLevel(logging.ERROR)
     # httpx logs every URL at INFO, and sign-in URLs carry one-time codes.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # py4j logs every call between Python and Spark's JVM at INFO.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 # Component commands live beside their code; their modules import heavy libraries lazily.
 app.command("simulate")(simulate_command)
 app.command("recommend")(recommend_command)
 app.command("poll")(poll_command)
+app.command("stream")(stream_command)
 
 
 def _use_data_dir(data_dir: Path | None) -> None:
@@ -123,6 +127,11 @@ def provision() -> None:
     console.print(f"Kafka topics created: {', '.join(created) or 'none (all present)'}")
     bucket = "created" if ensure_bucket(settings) else "present"
     console.print(f"GCS bucket {settings.gcs_bucket}: {bucket}")
+    from auxcord.clients import mongo_database
+    from streaming.sinks import ensure_indexes
+
+    ensure_indexes(mongo_database(settings))
+    console.print("MongoDB indexes: in place")
 
 
 @app.command("link")

@@ -2,15 +2,16 @@
 
 Each component that lands adds its step here, so one command always shows the whole pipeline.
 Today: the local servers, the Spotify simulator, the web app, every simulated friend linked
-through the real sign-in flow, and the pollers publishing their plays and now-playing changes
-to Kafka.
+through the real sign-in flow, the pollers publishing their plays and now-playing changes to
+Kafka, and the Spark streaming job storing them in MongoDB and GCS.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -66,6 +67,9 @@ def run_demo(settings: Settings, console: Console) -> None:
         running.callback(stop.set)
         poller = _start_pollers(settings, stop)
         console.print("[dim]·[/dim] pollers publishing plays and now-playing changes to Kafka")
+        console.print("[dim]·[/dim] starting Spark streaming (10 to 20 s)")
+        running.enter_context(_streaming(settings))
+        console.print("[dim]·[/dim] streaming Kafka → MongoDB listens/now_playing + GCS Parquet")
 
         table = Table(title="auxcord demo: what runs where")
         table.add_column("component")
@@ -83,6 +87,11 @@ def run_demo(settings: Settings, console: Console) -> None:
             f"{len(linked)} users → Kafka topics "
             f"{settings.topic(Topic.LISTENS)}, {settings.topic(Topic.NOW_PLAYING)}",
         )
+        table.add_row(
+            "Streaming (Spark)",
+            f"listens and now_playing in MongoDB, raw/listens/ in bucket {settings.gcs_bucket}, "
+            f"checkpoint {settings.stream_checkpoint}",
+        )
         table.add_row("Linked friends", ", ".join(user.display_name for user in linked))
         console.print(table)
         console.print(
@@ -94,6 +103,20 @@ def run_demo(settings: Settings, console: Console) -> None:
                 time.sleep(1)
         except KeyboardInterrupt:
             console.print("demo stopped")
+
+
+@contextmanager
+def _streaming(settings: Settings) -> Iterator[None]:
+    from auxcord.spark import build_spark_session
+    from streaming.job import QUERY_NAME, start_stream
+
+    spark = build_spark_session(settings, QUERY_NAME)
+    query, _ = start_stream(spark, settings)
+    try:
+        yield
+    finally:
+        query.stop()
+        spark.stop()
 
 
 def _start_pollers(settings: Settings, stop: threading.Event) -> threading.Thread:

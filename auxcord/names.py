@@ -40,6 +40,7 @@ class Collection(StrEnum):
     LISTENS = "listens"
     NOW_PLAYING = "now_playing"
     DEAD_LETTERS = "dead_letters"
+    PIPELINE_STATUS = "pipeline_status"
     # Analytics (one collection per kind of aggregate) and recommendations.
     USER_DAILY = "user_daily"
     GROUP_DAILY = "group_daily"

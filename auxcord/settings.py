@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     spark_shuffle_partitions: int = Field(default=4, ge=1)
     spark_driver_memory: str = "2g"
 
+    # Streaming
+    stream_kafka_format: Literal["python", "kafka"] = "python"
+    """``python``: auxcord's Kafka source (no jar needed). ``kafka``: Spark's built-in source,
+    where the spark-sql-kafka jar is on the cluster's classpath."""
+    stream_checkpoint_dir: str = ""
+    """Spark checkpoints of ``auxcord stream``: a local path or ``gs://bucket/path``
+    (default: the data dir's ``checkpoints/stream``)."""
+    stream_trigger_seconds: float = Field(default=0.5, ge=0)
+    """How often a micro-batch starts: short for freshness (0: as soon as the last ends)."""
+    stream_max_rows_per_trigger: int = Field(default=50_000, ge=1)
+    """The most Kafka records one micro-batch takes, so a backlog drains in bounded batches."""
+
     # Web
     secret_key: SecretStr | None = None
     """Signs cookies and encrypts tokens. Generated into the data dir in dev when unset."""
@@ -213,6 +225,11 @@ class Settings(BaseSettings):
         if port is None:
             raise ConfigError(f"{service}: the URL {url!r} names no port for the local stack")
         return port
+
+    @property
+    def stream_checkpoint(self) -> str:
+        """Where the streaming job keeps its checkpoint."""
+        return self.stream_checkpoint_dir or str(self.data_dir / "checkpoints" / "stream")
 
     def secret_key_value(self) -> str:
         """The secret key; in dev, one generated once and kept in the data dir (mode 0600)."""

@@ -317,9 +317,16 @@ class LocalStack:
         if ensure_bucket(self.settings):
             on_progress(f"created GCS bucket {self.settings.gcs_bucket}")
 
-    def down(self, on_progress: Callable[[str], None] = lambda _: None) -> None:
-        """Stop the servers this data dir started, and wait until their ports are free."""
+    def down(
+        self,
+        on_progress: Callable[[str], None] = lambda _: None,
+        only: ServiceName | None = None,
+    ) -> None:
+        """Stop the servers this data dir started (or ``only`` one of them), and wait until
+        their ports are free."""
         for service in SERVICES:
+            if only is not None and service.name != only:
+                continue
             pid = self._recorded_pid(service)
             if pid is None:
                 continue
@@ -370,8 +377,13 @@ def _runs(pid: int, marker: str) -> bool:
         return False
     if not marker:
         return False
-    if "\nState:\tZ" in _read(Path(f"/proc/{pid}/status")):
+    status = _read(Path(f"/proc/{pid}/status"))
+    if "\nState:\tZ" in status:
         return False
+    if not cmdline and f"\nPPid:\t{os.getpid()}\n" in status:
+        # Our own child between fork and exec (seen when a big process, pytest with Spark,
+        # starts a server): it has no command line yet, and is about to be the server.
+        return True
     return marker in cmdline
 
 

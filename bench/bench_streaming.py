@@ -1,0 +1,275 @@
+"""Streaming: Kafka to GCS and MongoDB throughput, beside the two limits that bound it.
+
+In one run, on the same 100k listens (50 users, the last day):
+
+1. a plain kafka-python consumer draining the topic (the Kafka read limit);
+2. MongoDB's own bulk-insert rate for the same documents (``insert_many(ordered=False)`` of
+   10k-document chunks, the write the sink does), into a bare collection and into one with
+   the two secondary indexes ``listens`` must have (user_id+played_at, played_at), which
+   halve the local server's rate;
+3. ``auxcord stream --available-now`` into GCS alone;
+4. the same into GCS and MongoDB;
+5. latency from Kafka append to visible in MongoDB (a change stream) at a steady 1,000
+   events/s, with the stream running continuously;
+6. peak RSS of the streaming application (driver, JVM and Python workers).
+
+Targets (issue 9): GCS alone ≥ 10,000 events/s; both sinks ≥ 70% of MongoDB's bulk-insert
+rate; p95 latency ≤ 3 s. Stream rates are end to end: from starting the query to the last batch
+committed, after a warm-up run on 5k events of another topic (a running job's Python workers
+are warm; Spark start-up is excluded).
+
+Needs the local stack: `auxcord stack up` first (or set the AUXCORD_* variables).
+
+    .venv/bin/python bench/bench_streaming.py [--events 100000] [--latency-seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from auxcord.clients import (
+    ensure_bucket,
+    ensure_topics,
+    kafka_consumer,
+    kafka_producer,
+    mongo_client,
+    mongo_database,
+)
+from auxcord.events import ListenEvent
+from auxcord.names import Collection, Topic
+from auxcord.settings import Settings, get_settings
+from auxcord.spark import build_spark_session
+from streaming.batch import Sink
+from streaming.job import BatchWriter, kafka_records, stream_run_id
+from streaming.sinks import ensure_indexes
+
+
+def make_events(count: int, start: datetime, spacing: timedelta) -> list[ListenEvent]:
+    return [
+        ListenEvent(
+            event_id="",
+            album_image_url=None,
+            user_id=f"bench-user{n % 50}",
+            track_id=f"track{n % 4999}",
+            track_name=f"Track {n % 4999}",
+            artist_name=f"Artist {n % 401}",
+            artist_id=f"artist{n % 401}",
+            album_name=f"Album {n % 1201}",
+            album_id=f"album{n % 1201}",
+            duration_ms=200_000,
+            played_at=start + spacing * n,
+            source="poll",
+        )
+        for n in range(count)
+    ]
+
+
+def produce(settings: Settings, events: list[ListenEvent]) -> float:
+    producer = kafka_producer(settings)
+    began = time.perf_counter()
+    for event in events:
+        producer.send(
+            settings.topic(Topic.LISTENS), key=event.user_id.encode(), value=event.to_json()
+        )
+    producer.flush()
+    producer.close()
+    return len(events) / (time.perf_counter() - began)
+
+
+def kafka_drain_rate(settings: Settings, count: int) -> float:
+    from kafka import TopicPartition
+
+    consumer = kafka_consumer(settings, max_poll_records=10_000)
+    name = settings.topic(Topic.LISTENS)
+    consumer.assign([TopicPartition(name, p) for p in range(Topic.LISTENS.partitions)])
+    began = time.perf_counter()
+    seen = 0
+    while seen < count:
+        for records in consumer.poll(timeout_ms=1_000).values():
+            seen += len(records)
+    rate = seen / (time.perf_counter() - began)
+    consumer.close()
+    return rate
+
+
+def mongo_insert_rate(settings: Settings, events: list[ListenEvent], indexes: bool) -> float:
+    database = mongo_database(settings)
+    collection = database[Collection.LISTENS]
+    collection.drop()
+    if indexes:
+        ensure_indexes(database)
+    documents = [dict(event.to_document(), ingest="bench") for event in events]
+    began = time.perf_counter()
+    for start in range(0, len(documents), 10_000):
+        collection.insert_many(documents[start : start + 10_000], ordered=False)
+    rate = len(documents) / (time.perf_counter() - began)
+    collection.drop()
+    return rate
+
+
+def stream_rate(spark, settings: Settings, sinks: frozenset[Sink], count: int) -> float:  # type: ignore[no-untyped-def]
+    writer = BatchWriter(settings, stream_run_id(settings, settings.stream_checkpoint), sinks)
+    began = time.perf_counter()
+    query = (
+        kafka_records(spark, settings)
+        .writeStream.foreachBatch(writer)
+        .option("checkpointLocation", settings.stream_checkpoint)
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    elapsed = time.perf_counter() - began
+    assert writer.totals.listens == count, f"stored {writer.totals.listens} of {count}"
+    return count / elapsed
+
+
+def process_tree_rss_mb(root: int) -> float:
+    """Resident memory of ``root`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            continue
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total / 1e6
+
+
+def latency(spark, settings: Settings, seconds: int, rate: int) -> list[float]:  # type: ignore[no-untyped-def]
+    from streaming.job import start_stream
+
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    query, _ = start_stream(spark, settings)
+    stop = threading.Event()
+
+    def watch() -> None:
+        with mongo_database(settings)[Collection.LISTENS].watch(
+            [{"$match": {"operationType": "insert"}}], max_await_time_ms=50
+        ) as changes:
+            while not stop.is_set():
+                change = changes.try_next()
+                if change is not None and change["documentKey"]["_id"] in sent_at:
+                    latencies.append(time.time() - sent_at[change["documentKey"]["_id"]])
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(5)  # the first micro-batches pay for Python worker start-up
+    producer = kafka_producer(settings, linger_ms=0)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    events = make_events(seconds * rate, start, timedelta(milliseconds=500))
+    began = time.perf_counter()
+    for index, event in enumerate(events):
+        due = began + index / rate
+        if (pause := due - time.perf_counter()) > 0:
+            time.sleep(pause)
+        sent_at[event.event_id] = time.time()
+        producer.send(
+            settings.topic(Topic.LISTENS), key=event.user_id.encode(), value=event.to_json()
+        )
+    producer.flush()
+    deadline = time.monotonic() + 60
+    while len(latencies) < len(events) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stop.set()
+    watcher.join()
+    query.stop()
+    return sorted(latencies)
+
+
+def fresh(base: Settings, label: str, workdir: Path) -> Settings:
+    tag = f"{os.getpid()}{label}"
+    settings = base.model_copy(
+        update={
+            "kafka_topic_prefix": f"bench{tag}.",
+            "gcs_bucket": f"auxcord-bench-{tag}",
+            "mongodb_uri": base.mongodb_uri.replace("/auxcord?", f"/bench_{tag}?"),
+            "stream_checkpoint_dir": str(workdir / label),
+        }
+    )
+    ensure_topics(settings)
+    ensure_bucket(settings)
+    return settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--latency-seconds", type=int, default=30)
+    parser.add_argument("--latency-rate", type=int, default=1_000)
+    args = parser.parse_args()
+    base = get_settings()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
+    events = make_events(args.events, datetime.now(UTC) - timedelta(days=1), timedelta(seconds=0.8))
+    data = fresh(base, "data", workdir)
+    print(f"producing {args.events:,} listens: {produce(data, events):,.0f} events/s")
+    kafka_rate = kafka_drain_rate(data, args.events)
+    mongo_rate = mongo_insert_rate(fresh(base, "bulk", workdir), events, indexes=False)
+    indexed_rate = mongo_insert_rate(fresh(base, "bulkidx", workdir), events, indexes=True)
+    spark = build_spark_session(base, "bench-streaming")
+    peak = [0.0]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.5):
+            peak[0] = max(peak[0], process_tree_rss_mb(os.getpid()))
+
+    threading.Thread(target=sample, daemon=True).start()
+    # Warm up Python workers and the JIT on a small topic of its own, as a running job is.
+    warm = fresh(base, "warmup", workdir)
+    produce(warm, events[:5_000])
+    stream_rate(spark, warm, frozenset({"mongodb", "gcs"}), 5_000)
+    # Both stream runs read the same topic through checkpoints and databases of their own.
+    gcs_only = data.model_copy(update={"stream_checkpoint_dir": str(workdir / "gcs-only")})
+    gcs_rate = stream_rate(spark, gcs_only, frozenset({"gcs"}), args.events)
+    both = fresh(base, "both", workdir).model_copy(
+        update={"kafka_topic_prefix": data.kafka_topic_prefix}
+    )
+    both_rate = stream_rate(spark, both, frozenset({"mongodb", "gcs"}), args.events)
+    latencies = latency(
+        spark, fresh(base, "latency", workdir), args.latency_seconds, args.latency_rate
+    )
+    sampling.set()
+    spark.stop()
+    with mongo_client(base) as client:
+        for name in client.list_database_names():
+            if name.startswith(f"bench_{os.getpid()}"):
+                client.drop_database(name)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+
+    print(f"kafka-python consumer drain:           {kafka_rate:>10,.0f} events/s")
+    print(f"MongoDB bulk insert (same documents):  {mongo_rate:>10,.0f} docs/s")
+    print(f"  the same, with the listens indexes:  {indexed_rate:>10,.0f} docs/s")
+    print(f"stream into GCS alone:                 {gcs_rate:>10,.0f} events/s  (target ≥ 10,000)")
+    print(f"  ratio to the Kafka drain:            {gcs_rate / kafka_rate:>10.2f}")
+    print(f"stream into GCS + MongoDB:             {both_rate:>10,.0f} events/s")
+    print(
+        f"  ratio to MongoDB bulk insert:        {both_rate / mongo_rate:>10.2f}  (target ≥ 0.70)"
+    )
+    print(
+        f"latency Kafka → MongoDB at {args.latency_rate:,}/s ({len(latencies):,} events): "
+        f"p50 {pct(0.5):.2f} s, p95 {pct(0.95):.2f} s, p99 {pct(0.99):.2f} s  (target p95 ≤ 3 s)"
+    )
+    print(f"peak RSS of the streaming application: {peak[0]:>10,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""The streaming job against Tansu, SecantusDB, fake-gcs-server and Spark in local mode."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from auxcord.clients import ensure_topics, mongo_database
+from auxcord.names import Collection, Topic
+from auxcord.settings import Settings
+from auxcord.stack import LocalStack
+from streaming.job import start_stream
+from tests.streaming.helpers import (
+    listen,
+    now_playing,
+    produce,
+    produce_listens,
+    raw_parquet_ids,
+    stored_listen_ids,
+    wait_for,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def drain(spark: SparkSession, settings: Settings) -> None:
+    query, _ = start_stream(spark, settings, available_now=True)
+    query.awaitTermination(timeout=300)
+    assert query.exception() is None
+
+
+def assert_exactly_once(settings: Settings, expected: set[str]) -> None:
+    stored = stored_listen_ids(settings)
+    assert len(stored) == len(set(stored)) and set(stored) == expected
+    parquet = raw_parquet_ids(settings)
+    doubled = [event_id for event_id, n in Counter(parquet).items() if n > 1]
+    assert not doubled, f"{len(doubled)} events are twice in GCS"
+    assert set(parquet) == expected
+
+
+def test_poison_is_dead_lettered_and_the_query_keeps_running(
+    spark: SparkSession, stream_settings: Settings
+) -> None:
+    good = [listen(n) for n in range(400)]
+    poison = [
+        b"not json at all",
+        b'{"user_id": 7}',
+        b"[]",
+        json.dumps({"schema_version": 2}).encode(),
+    ]
+    messages = [(event.user_id.encode(), event.to_json()) for event in good]
+    for index, value in enumerate(poison):
+        messages.insert(index * 97, (b"user1", value))
+    produce(stream_settings, Topic.LISTENS, messages)
+    db = mongo_database(stream_settings)
+    query, _ = start_stream(spark, stream_settings)
+    try:
+        wait_for(
+            lambda: (
+                db[Collection.LISTENS].count_documents({}) == 400
+                and db[Collection.DEAD_LETTERS].count_documents({}) == 4
+            ),
+            120,
+            "the good listens and the dead letters",
+        )
+        assert query.isActive
+        later = [listen(n) for n in range(400, 450)]
+        produce_listens(stream_settings, later)
+        wait_for(lambda: db[Collection.LISTENS].count_documents({}) == 450, 60, "later listens")
+        assert query.isActive, "poison did not stop the stream"
+    finally:
+        query.stop()
+    letters = list(db[Collection.DEAD_LETTERS].find())
+    assert sorted(bytes(letter["raw"]) for letter in letters) == sorted(poison)
+    by_raw = {bytes(letter["raw"]): letter for letter in letters}
+    assert by_raw[b"not json at all"]["reason"].startswith("not JSON")
+    assert "user_id: Input should be a valid string" in by_raw[b'{"user_id": 7}']["reason"]
+    assert (
+        "unknown schema version 2" in by_raw[json.dumps({"schema_version": 2}).encode()]["reason"]
+    )
+    for letter in letters:
+        assert letter["topic"] == stream_settings.topic(Topic.LISTENS)
+        assert letter["partition"] in range(Topic.LISTENS.partitions) and letter["offset"] >= 0
+    assert_exactly_once(stream_settings, {event.event_id for event in good + later})
+
+
+def test_now_playing_keeps_the_newest_state(spark: SparkSession, stream_settings: Settings) -> None:
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+
+    def send(*states: tuple[str, int, str]) -> None:
+        produce(
+            stream_settings,
+            Topic.NOW_PLAYING,
+            (
+                (user.encode(), now_playing(user, base + timedelta(seconds=s), track).to_json())
+                for user, s, track in states
+            ),
+        )
+
+    # Within one batch, out of order.
+    send(("ana", 10, "newest"), ("ana", 5, "older"), ("ben", 3, "only"))
+    drain(spark, stream_settings)
+    # In a later batch, an older state arrives late.
+    send(("ana", 1, "late and old"), ("ben", 4, "newer"))
+    drain(spark, stream_settings)
+    states = {
+        doc["_id"]: doc for doc in mongo_database(stream_settings)[Collection.NOW_PLAYING].find()
+    }
+    assert states["ana"]["track_name"] == "newest"
+    assert states["ben"]["track_name"] == "newer"
+    # A playing state expires after the rest of its track plus grace, so stale ones drop out.
+    assert states["ben"]["expires_at"] == base + timedelta(
+        seconds=4, milliseconds=199_000, minutes=10
+    )
+
+
+def start_stream_process(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from auxcord.cli import main; main()", "stream", *args],
+        env={**os.environ, **settings.as_environment()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # SIGKILL reaches Spark's JVM and Python workers too
+    )
+
+
+def test_exactly_once_through_sigkill_mid_batch(stream_settings: Settings) -> None:
+    settings = stream_settings.model_copy(update={"stream_max_rows_per_trigger": 20_000})
+    events = [listen(n, users=50, spacing_s=0.2) for n in range(100_000)]
+    produce_listens(settings, events)
+    db = mongo_database(settings)
+    first = start_stream_process(settings)
+    try:
+        # Kill while the second batch is being written: some of its listens are stored,
+        # some not, and its GCS objects may be half there.
+        wait_for(
+            lambda: db[Collection.LISTENS].count_documents({}) > 25_000 or first.poll() is not None,
+            240,
+            "the stream to be part-way through",
+        )
+        assert first.poll() is None, first.stderr.read().decode()[-3000:] if first.stderr else ""
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    stored_before = db[Collection.LISTENS].count_documents({})
+    assert 0 < stored_before < 100_000, "the kill landed mid-stream"
+    second = start_stream_process(settings, "--available-now")
+    _, stderr = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr.decode()[-3000:]
+    assert_exactly_once(settings, {event.event_id for event in events})
+
+
+def restart_kafka(settings: Settings) -> None:
+    """Stop the session's broker and start it again: it comes back empty."""
+    stack = LocalStack(settings)
+    stack.down(only="kafka")
+    stack.up()
+
+
+def test_broker_restart_is_reported_and_new_data_still_flows(
+    spark: SparkSession, stream_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = [listen(n) for n in range(300)]
+    produce_listens(stream_settings, before)
+    db = mongo_database(stream_settings)
+    query, _ = start_stream(spark, stream_settings)
+    try:
+        wait_for(lambda: db[Collection.LISTENS].count_documents({}) == 300, 120, "first listens")
+        with caplog.at_level(logging.WARNING, logger="streaming.job"):
+            restart_kafka(stream_settings)
+            ensure_topics(stream_settings)
+            # Fewer records than before the restart, so their offsets are all "old" ones.
+            after = [listen(n) for n in range(10_000, 10_120)]
+            produce_listens(stream_settings, after)
+            wait_for(
+                lambda: db[Collection.LISTENS].count_documents({}) == 420, 120, "listens after"
+            )
+        assert query.isActive
+    finally:
+        query.stop()
+    assert "went back" in caplog.text and "was it restarted?" in caplog.text
+    status = db[Collection.PIPELINE_STATUS].find_one({"_id": "stream"})
+    assert status is not None and status["offset_resets"], (
+        "the reset is on record for the admin page"
+    )
+    assert_exactly_once(stream_settings, {event.event_id for event in before + after})
