@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from analytics.cli import aggregate_command, backfill_command, sql_command
 from analytics.recommend.cli import recommend_command
 from auxcord.errors import AuxcordError
 from auxcord.settings import get_settings
@@ -74,6 +75,9 @@ app.command("simulate")(simulate_command)
 app.command("recommend")(recommend_command)
 app.command("poll")(poll_command)
 app.command("stream")(stream_command)
+app.command("aggregate")(aggregate_command)
+app.command("backfill")(backfill_command)
+app.command("sql")(sql_command)
 
 
 def _use_data_dir(data_dir: Path | None) -> None:

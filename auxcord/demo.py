@@ -3,7 +3,8 @@
 Each component that lands adds its step here, so one command always shows the whole pipeline.
 Today: the local servers, the Spotify simulator, the web app, every simulated friend linked
 through the real sign-in flow, the pollers publishing their plays and now-playing changes to
-Kafka, and the Spark streaming job storing them in MongoDB and GCS.
+Kafka, the Spark streaming job storing them in MongoDB and GCS, and the daily aggregates of
+the demo group.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from rich.console import Console
@@ -22,9 +24,14 @@ from auxcord.names import Topic
 from auxcord.settings import Settings
 from auxcord.stack import LocalStack
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 DEMO_USERS = 5
 """One development-mode Spotify app admits five users."""
 DEMO_HISTORY_DAYS = 14
+DEMO_GROUP = "demo-friends"
+AGGREGATE_EVERY_S = 120
 DEMO_SPEED = 60.0
 DEMO_HEAD_START = timedelta(days=7)
 """Live simulation starts a week ago: at an hour a minute it reaches the present after about
@@ -68,8 +75,16 @@ def run_demo(settings: Settings, console: Console) -> None:
         poller = _start_pollers(settings, stop)
         console.print("[dim]·[/dim] pollers publishing plays and now-playing changes to Kafka")
         console.print("[dim]·[/dim] starting Spark streaming (10 to 20 s)")
-        running.enter_context(_streaming(settings))
+        spark = running.enter_context(_streaming(settings))
         console.print("[dim]·[/dim] streaming Kafka → MongoDB listens/now_playing + GCS Parquet")
+        _ensure_demo_group(settings, [user.user_id for user in linked])
+        threading.Thread(
+            target=_aggregate_every, args=(settings, spark, stop), name="aggregates", daemon=True
+        ).start()
+        console.print(
+            f"[dim]·[/dim] daily aggregates for group {DEMO_GROUP!r} every "
+            f"{AGGREGATE_EVERY_S // 60} minutes (then try `auxcord sql` on group_daily)"
+        )
 
         table = Table(title="auxcord demo: what runs where")
         table.add_column("component")
@@ -106,17 +121,56 @@ def run_demo(settings: Settings, console: Console) -> None:
 
 
 @contextmanager
-def _streaming(settings: Settings) -> Iterator[None]:
+def _streaming(settings: Settings) -> Iterator[SparkSession]:
     from auxcord.spark import build_spark_session
     from streaming.job import QUERY_NAME, start_stream
 
     spark = build_spark_session(settings, QUERY_NAME)
     query, _ = start_stream(spark, settings)
     try:
-        yield
+        yield spark
     finally:
         query.stop()
         spark.stop()
+
+
+def _ensure_demo_group(settings: Settings, members: list[str]) -> None:
+    """One group of every simulated friend (the dashboard will let friends make their own)."""
+    from auxcord.clients import mongo_database
+    from auxcord.names import Collection
+
+    mongo_database(settings)[Collection.GROUPS].update_one(
+        {"_id": DEMO_GROUP},
+        {"$set": {"name": "Demo friends", "members": members, "owner": members[0]}},
+        upsert=True,
+    )
+
+
+def _aggregate_every(settings: Settings, spark: SparkSession, stop: threading.Event) -> None:
+    """Aggregate every day that has listens, now and then: the nightly DAG's work, sped up to
+    the simulator's pace."""
+    import logging
+
+    from analytics.aggregate import aggregate_days
+    from auxcord.clients import mongo_database
+    from auxcord.errors import AuxcordError
+    from auxcord.names import Collection
+
+    listens = mongo_database(settings)[Collection.LISTENS]
+    while not stop.wait(AGGREGATE_EVERY_S):
+        oldest = listens.find_one({}, sort=[("played_at", 1)])
+        newest = listens.find_one({}, sort=[("played_at", -1)])
+        if oldest is None or newest is None:
+            continue
+        try:
+            aggregate_days(
+                settings,
+                oldest["played_at"].date() - timedelta(days=1),
+                newest["played_at"].date() + timedelta(days=1),
+                spark=spark,
+            )
+        except AuxcordError as exc:
+            logging.getLogger(__name__).warning("demo aggregates: %s", exc)
 
 
 def _start_pollers(settings: Settings, stop: threading.Event) -> threading.Thread:

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     (default: the data dir's ``checkpoints/stream``)."""
     stream_trigger_seconds: float = Field(default=0.5, ge=0)
     """How often a micro-batch starts: short for freshness (0: as soon as the last ends)."""
+    stream_tasks: int = Field(default=1, ge=1)
+    """How many Spark tasks read and write one micro-batch at most. 1 suits the local MongoDB
+    server, which livelocks on concurrent bulk inserts into one collection (and one task still
+    overlaps reading Kafka with writing); on a cluster with MongoDB Atlas, the executor cores."""
     stream_max_rows_per_trigger: int = Field(default=50_000, ge=1)
     """The most Kafka records one micro-batch takes, so a backlog drains in bounded batches."""
 

@@ -54,7 +54,7 @@ def kafka_records(spark: SparkSession, settings: Settings) -> DataFrame:
             .option("bootstrap", settings.kafka_bootstrap)
             .option("security_protocol", settings.kafka_security_protocol)
             .option("topics", topics)
-            .option("tasks", str(spark.sparkContext.defaultParallelism))
+            .option("tasks", str(settings.stream_tasks))
             .option("maxRowsPerTrigger", str(settings.stream_max_rows_per_trigger))
         )
     return reader.load().select(*KAFKA_COLUMNS.fieldNames())
@@ -107,7 +107,10 @@ class BatchWriter:
 
         started = time.perf_counter()
         store = store_slices(self.settings, self.run_id, batch_id, self.sinks)
-        slices = records.mapInArrow(store, SLICE_RESULT).collect()
+        # Spark's built-in Kafka source makes a task per partition; this caps it the same way.
+        slices = (
+            records.coalesce(self.settings.stream_tasks).mapInArrow(store, SLICE_RESULT).collect()
+        )
         result = BatchResult(batch_id=batch_id, seconds=time.perf_counter() - started)
         self._check_offsets(batch_id, slices)
         for row in slices:

@@ -41,7 +41,9 @@ def test_dag_folder_imports_cleanly_and_lightly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
-    assert "auxcord_recommendations" in report["dags"]
+    assert {"auxcord_daily", "auxcord_recommendations"} <= set(report["dags"])
+    assert report["tasks"]["auxcord_daily"] == ["aggregate"]
+    assert report["retries"]["auxcord_daily"] == 2
     assert report["tasks"]["auxcord_recommendations"] == ["recommend"]
     assert report["retries"]["auxcord_recommendations"] == 2
     assert report["heavy"] == [], "DAG files must not import Spark or pandas at parse time"

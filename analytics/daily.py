@@ -1,0 +1,337 @@
+"""Per-user and per-group daily statistics: pure DataFrame transforms, no I/O.
+
+A play belongs to the day on its listener's own clock: each user's timezone (from their
+account) turns ``played_at`` (the end of the play, UTC) into a local day and hour. Only music
+counts here (``item_type == "track"``); podcasts are kept apart.
+
+Everything a day's figures depend on lies on or before that day (first plays, streaks), so the
+result for a day is the same whether it is computed alone or inside a backfill over a range.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import TYPE_CHECKING
+
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.window import Window
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+TOP_N = 10
+"""How many top tracks, artists and albums a day keeps."""
+
+
+def local_listens(listens: DataFrame, users: DataFrame) -> DataFrame:
+    """Music listens with the listener's local ``day`` and ``hour``, time played (``ms``) and
+    the track's key.
+
+    ``users`` has ``user_id`` and ``timezone`` (an IANA name); a user without one counts in UTC.
+    Time played is ``ms_played`` where the source knows it (exports), else the track's
+    duration (Spotify lists only plays it counted, of at least 30 s).
+    """
+    zone = F.coalesce(F.col("timezone"), F.lit("UTC"))
+    local = F.from_utc_timestamp(F.col("played_at"), zone)
+    return (
+        listens.where(F.col("item_type").isNull() | (F.col("item_type") == "track"))
+        .join(users.select("user_id", "timezone"), "user_id", "left")
+        .select(
+            "user_id",
+            track_key().alias("track_key"),
+            "track_name",
+            "artist_name",
+            F.coalesce("album_name", F.lit("")).alias("album_name"),
+            F.coalesce("ms_played", "duration_ms").alias("ms"),
+            F.to_date(local).alias("day"),
+            F.hour(local).alias("hour"),
+        )
+    )
+
+
+def track_key() -> Column:
+    """A track's identity: its Spotify id, or for local files its lower-cased names."""
+    return F.coalesce(
+        F.col("track_id"),
+        F.concat(F.lit("local:"), F.lower("artist_name"), F.lit("|"), F.lower("track_name")),
+    )
+
+
+def _top(plays: DataFrame, keys: list[str], fields: list[str], name: str) -> DataFrame:
+    """Per (user_id, day): the TOP_N most played ``keys`` as an array of structs, ties broken
+    by name so the order is deterministic."""
+    counted = plays.groupBy("user_id", "day", *keys).agg(
+        F.count("*").alias("plays"), *[F.first(f).alias(f) for f in fields if f not in keys]
+    )
+    order = Window.partitionBy("user_id", "day").orderBy(
+        F.desc("plays"), *[F.asc(f) for f in fields]
+    )
+    ranked = counted.withColumn("rank", F.row_number().over(order)).where(f"rank <= {TOP_N}")
+    return ranked.groupBy("user_id", "day").agg(
+        F.sort_array(F.collect_list(F.struct("rank", *fields, "plays"))).alias(name)
+    )
+
+
+def first_days(plays: DataFrame) -> DataFrame:
+    """Per user: the local day each track and each artist was first heard."""
+    tracks = plays.groupBy("user_id", "track_key").agg(F.min("day").alias("day"))
+    artists = plays.groupBy("user_id", "artist_name").agg(F.min("day").alias("day"))
+    return (
+        tracks.groupBy("user_id", "day")
+        .agg(F.count("*").alias("new_tracks"))
+        .join(
+            artists.groupBy("user_id", "day").agg(F.count("*").alias("new_artists")),
+            ["user_id", "day"],
+            "full",
+        )
+    )
+
+
+def streaks(plays: DataFrame) -> DataFrame:
+    """Per user and active day: how many days in a row, ending that day, had a play."""
+    active = plays.select("user_id", "day").distinct()
+    order = Window.partitionBy("user_id").orderBy("day")
+    # Days in one run share day - row_number: the classic gaps-and-islands grouping.
+    island = F.date_sub(F.col("day"), F.row_number().over(order))
+    runs = active.withColumn("island", island)
+    in_run = Window.partitionBy("user_id", "island").orderBy("day")
+    return runs.select("user_id", "day", F.row_number().over(in_run).alias("streak"))
+
+
+def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
+    """One row per user and local day in ``[first, last]`` with a play.
+
+    ``history`` is :func:`local_listens` output holding every play up to ``last`` (earlier
+    plays decide discoveries and streaks). Columns: user_id, day, plays, minutes,
+    distinct_tracks, distinct_artists, top_tracks, top_artists, top_albums (arrays of
+    ``{rank, …, plays}``), hours (24 play counts, local), new_tracks, new_artists, streak.
+    """
+    in_range = (F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last))
+    plays = history.where(in_range)
+    totals = plays.groupBy("user_id", "day").agg(
+        F.count("*").alias("plays"),
+        F.round(F.sum("ms") / 60_000.0, 3).alias("minutes"),
+        F.countDistinct("track_key").alias("distinct_tracks"),
+        F.countDistinct("artist_name").alias("distinct_artists"),
+    )
+    by_hour = plays.groupBy("user_id", "day", "hour").count()
+    hours = by_hour.groupBy("user_id", "day").agg(
+        F.map_from_entries(F.collect_list(F.struct("hour", "count"))).alias("by_hour")
+    )
+    hour_array = F.transform(
+        F.sequence(F.lit(0), F.lit(23)), lambda h: F.coalesce(F.col("by_hour")[h], F.lit(0))
+    )
+    return (
+        totals.join(
+            _top(plays, ["track_key"], ["track_key", "track_name", "artist_name"], "top_tracks"),
+            ["user_id", "day"],
+        )
+        .join(_top(plays, ["artist_name"], ["artist_name"], "top_artists"), ["user_id", "day"])
+        .join(
+            _top(plays, ["album_name", "artist_name"], ["album_name", "artist_name"], "top_albums"),
+            ["user_id", "day"],
+        )
+        .join(
+            hours.select(
+                "user_id", "day", hour_array.cast(T.ArrayType(T.LongType())).alias("hours")
+            ),
+            ["user_id", "day"],
+        )
+        .join(first_days(history).where(in_range), ["user_id", "day"], "left")
+        .join(streaks(history).where(in_range), ["user_id", "day"], "left")
+        .select(
+            "user_id",
+            "day",
+            "plays",
+            "minutes",
+            "distinct_tracks",
+            "distinct_artists",
+            "top_tracks",
+            "top_artists",
+            "top_albums",
+            "hours",
+            F.coalesce("new_tracks", F.lit(0)).alias("new_tracks"),
+            F.coalesce("new_artists", F.lit(0)).alias("new_artists"),
+            "streak",
+        )
+    )
+
+
+def _ranked(values: Column) -> Column:
+    """``collect_list`` of ``struct(value, …)`` sorted by value, highest first."""
+    return F.sort_array(F.collect_list(values), asc=False)
+
+
+def group_leaderboards(user_daily: DataFrame, memberships: DataFrame) -> DataFrame:
+    """Per (group_id, day): members ranked by minutes, plays, discoveries and streak."""
+    joined = user_daily.join(memberships, "user_id")
+    boards = {
+        "minutes": "minutes",
+        "plays": "plays",
+        "discoveries": "new_tracks",
+        "streak": "streak",
+    }
+    return joined.groupBy("group_id", "day").agg(
+        F.struct(
+            *[
+                _ranked(F.struct(F.col(column).alias("value"), "user_id")).alias(board)
+                for board, column in boards.items()
+            ]
+        ).alias("leaderboards"),
+        F.count("*").alias("active_members"),
+        F.round(F.sum("minutes"), 3).alias("minutes"),
+        F.sum("plays").alias("plays"),
+    )
+
+
+def group_tops(plays: DataFrame, memberships: DataFrame) -> DataFrame:
+    """Per (group_id, day): the group's TOP_N tracks and artists."""
+    joined = plays.join(memberships, "user_id")
+
+    def top(keys: list[str], name: str) -> DataFrame:
+        counted = joined.groupBy("group_id", "day", *keys).agg(
+            F.count("*").alias("plays"), F.countDistinct("user_id").alias("listeners")
+        )
+        order = Window.partitionBy("group_id", "day").orderBy(
+            F.desc("plays"), *[F.asc(k) for k in keys]
+        )
+        ranked = counted.withColumn("rank", F.row_number().over(order)).where(f"rank <= {TOP_N}")
+        return ranked.groupBy("group_id", "day").agg(
+            F.sort_array(F.collect_list(F.struct("rank", *keys, "plays", "listeners"))).alias(name)
+        )
+
+    tracks = top(["track_key", "track_name", "artist_name"], "top_tracks")
+    return tracks.join(top(["artist_name"], "top_artists"), ["group_id", "day"])
+
+
+def same_songs(plays: DataFrame, memberships: DataFrame) -> DataFrame:
+    """Per (group_id, day): tracks that two or more members played, who played them and how
+    often, most shared first."""
+    per_member = (
+        plays.join(memberships, "user_id")
+        .groupBy("group_id", "day", "track_key", "track_name", "artist_name", "user_id")
+        .agg(F.count("*").alias("plays"))
+    )
+    shared = (
+        per_member.groupBy("group_id", "day", "track_key", "track_name", "artist_name")
+        .agg(
+            F.count("*").alias("listeners"),
+            F.sum("plays").alias("plays"),
+            F.sort_array(F.collect_list(F.struct("user_id", "plays"))).alias("members"),
+        )
+        .where("listeners >= 2")
+    )
+    return shared.groupBy("group_id", "day").agg(
+        F.sort_array(
+            F.collect_list(
+                F.struct("listeners", "plays", "track_key", "track_name", "artist_name", "members")
+            ),
+            asc=False,
+        ).alias("same_songs")
+    )
+
+
+def taste_match(plays: DataFrame, memberships: DataFrame, period: list[str]) -> DataFrame:
+    """Pairwise taste-match between the members of each group, per ``period`` columns.
+
+    The score is the cosine similarity of two members' artist play-count vectors:
+    ``Σ a·b / (|a| |b|)``, 0 (nothing in common) to 1 (the same artists in the same
+    proportions). Artists rather than tracks, because friends share taste in artists long
+    before they play the same songs. Each pair carries the artists behind the score: the five
+    with the most plays by both (the smaller of the two counts).
+    """
+    counts = (
+        plays.join(memberships, "user_id")
+        .groupBy("group_id", *period, "user_id", "artist_name")
+        .agg(F.count("*").alias("plays"))
+    )
+    norms = counts.groupBy("group_id", *period, "user_id").agg(
+        F.sqrt(F.sum(F.col("plays") * F.col("plays"))).alias("norm")
+    )
+    a, b = counts.alias("a"), counts.alias("b")
+    keys = ["group_id", *period, "artist_name"]
+    pairs = a.join(b, [F.col(f"a.{k}") == F.col(f"b.{k}") for k in keys]).where(
+        F.col("a.user_id") < F.col("b.user_id")
+    )
+    shared = pairs.select(
+        *[F.col(f"a.{k}").alias(k) for k in ["group_id", *period]],
+        F.col("a.user_id").alias("user_a"),
+        F.col("b.user_id").alias("user_b"),
+        F.col("a.artist_name").alias("artist_name"),
+        (F.col("a.plays") * F.col("b.plays")).alias("product"),
+        F.least("a.plays", "b.plays").alias("together"),
+    )
+    order = Window.partitionBy("group_id", *period, "user_a", "user_b").orderBy(
+        F.desc("together"), F.asc("artist_name")
+    )
+    dots = (
+        shared.withColumn("rank", F.row_number().over(order))
+        .groupBy("group_id", *period, "user_a", "user_b")
+        .agg(
+            F.sum("product").alias("dot"),
+            F.sort_array(
+                F.collect_list(
+                    F.when(F.col("rank") <= 5, F.struct("rank", "artist_name", "together"))
+                )
+            ).alias("shared_artists"),
+        )
+    )
+    na = norms.select(
+        "group_id", *period, F.col("user_id").alias("user_a"), F.col("norm").alias("na")
+    )
+    nb = norms.select(
+        "group_id", *period, F.col("user_id").alias("user_b"), F.col("norm").alias("nb")
+    )
+    scored = dots.join(na, ["group_id", *period, "user_a"]).join(
+        nb, ["group_id", *period, "user_b"]
+    )
+    return scored.select(
+        "group_id",
+        *period,
+        "user_a",
+        "user_b",
+        F.round(F.col("dot") / (F.col("na") * F.col("nb")), 6).alias("score"),
+        "shared_artists",
+    )
+
+
+def group_daily_stats(
+    history: DataFrame, user_daily: DataFrame, memberships: DataFrame, first: date, last: date
+) -> DataFrame:
+    """One row per group and local day in ``[first, last]`` when a member played.
+
+    ``memberships`` has ``group_id`` and ``user_id``. Columns: group_id, day, active_members,
+    minutes, plays, leaderboards, top_tracks, top_artists, same_songs, taste_match.
+    """
+    plays = history.where((F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last)))
+    matches = (
+        taste_match(plays, memberships, ["day"])
+        .groupBy("group_id", "day")
+        .agg(
+            F.sort_array(
+                F.collect_list(F.struct("score", "user_a", "user_b", "shared_artists")), asc=False
+            ).alias("taste_match")
+        )
+    )
+    empty: Column = F.array().cast(
+        T.ArrayType(same_songs(plays, memberships).schema["same_songs"].dataType.elementType)  # type: ignore[attr-defined]
+    )
+    return (
+        group_leaderboards(user_daily, memberships)
+        .join(group_tops(plays, memberships), ["group_id", "day"])
+        .join(same_songs(plays, memberships), ["group_id", "day"], "left")
+        .join(matches, ["group_id", "day"], "left")
+        .select(
+            "group_id",
+            "day",
+            "active_members",
+            "minutes",
+            "plays",
+            "leaderboards",
+            "top_tracks",
+            "top_artists",
+            F.coalesce("same_songs", empty).alias("same_songs"),
+            "taste_match",
+        )
+    )

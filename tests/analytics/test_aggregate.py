@@ -1,0 +1,166 @@
+"""The daily aggregates through MongoDB: stored idempotently, backfills equal daily runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from analytics.aggregate import aggregate_days
+from auxcord.events import ListenEvent
+from auxcord.names import Collection
+from auxcord.settings import Settings
+from tests.analytics.test_daily import GROUPS, ZONES, make_plays
+
+ROOT = Path(__file__).resolve().parents[2]
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
+    from pyspark.sql import SparkSession
+
+
+def seed(db: Database[dict[str, Any]]) -> None:
+    for user, zone in ZONES.items():
+        db[Collection.USERS].insert_one({"_id": user, "display_name": user, "timezone": zone})
+    for group, members in GROUPS.items():
+        db[Collection.GROUPS].insert_one({"_id": group, "name": group, "members": members})
+    documents = []
+    for play in make_plays():
+        event = ListenEvent.from_dict({**play, "source": "poll"})
+        documents.append(event.to_document())
+    db[Collection.LISTENS].insert_many(documents)
+
+
+def snapshot(db: Database[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: sorted(db[name].find(), key=lambda d: d["_id"])
+        for name in (Collection.USER_DAILY, Collection.GROUP_DAILY)
+    }
+
+
+def test_a_day_is_stored_once_and_rerunning_it_changes_nothing(
+    spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
+) -> None:
+    seed(mongo_db)
+    day = date(2026, 3, 8)
+    first = aggregate_days(test_settings, day, day, spark=spark)
+    assert first.user_days == 4 and first.group_days == 2
+    once = snapshot(mongo_db)
+    aggregate_days(test_settings, day, day, spark=spark)
+    assert snapshot(mongo_db) == once, "a re-run replaces the day's documents, identically"
+    ana = mongo_db[Collection.USER_DAILY].find_one({"_id": "ana:2026-03-08"})
+    assert ana is not None and ana["hours"][23] >= 1, "23:59 in New York counts on 8 March"
+    board = mongo_db[Collection.GROUP_DAILY].find_one({"_id": "g1:2026-03-08"})
+    assert board is not None
+    assert [entry["user_id"] for entry in board["leaderboards"]["minutes"]]
+
+
+def test_a_backfill_stores_what_daily_runs_store(
+    spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
+) -> None:
+    seed(mongo_db)
+    first, last = date(2026, 3, 27), date(2026, 3, 30)
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        aggregate_days(test_settings, day, day, spark=spark)
+    daily = snapshot(mongo_db)
+    for name in daily:
+        mongo_db[name].delete_many({})
+    aggregate_days(test_settings, first, last, spark=spark)
+    assert snapshot(mongo_db) == daily
+
+
+def test_the_dashboard_reads_are_indexed(
+    spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
+) -> None:
+    seed(mongo_db)
+    aggregate_days(test_settings, date(2026, 3, 8), date(2026, 3, 9), spark=spark)
+    reads = [
+        (Collection.USER_DAILY, {"user_id": "ana"}, [("day", -1)]),
+        (Collection.GROUP_DAILY, {"group_id": "g1", "day": "2026-03-08"}, None),
+    ]
+    for collection, query, order in reads:
+        cursor = mongo_db[collection].find(query)
+        if order:
+            cursor = cursor.sort(order)
+        plan = str(cursor.explain()["queryPlanner"]["winningPlan"])
+        assert "IXSCAN" in plan and "COLLSCAN" not in plan, (collection, plan)
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from auxcord.cli import main; main()", *args],
+        env={**os.environ, **settings.as_environment()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_bad_dates_are_one_clear_line(test_settings: Settings) -> None:
+    result = run_cli(test_settings, "backfill", "--from", "2026-03-10", "--to", "yesterday")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--to expects a date as YYYY-MM-DD, got 'yesterday'" in result.stderr
+    result = run_cli(test_settings, "backfill", "--from", "2026-03-10", "--to", "2026-03-01")
+    assert result.returncode == 1 and "is before --from" in result.stderr
+
+
+def test_backfill_and_sql_from_the_command_line(
+    test_settings: Settings, mongo_db: Database[dict[str, Any]]
+) -> None:
+    seed(mongo_db)
+    result = run_cli(
+        test_settings, "backfill", "--from", "2026-03-07", "--to", "2026-03-09", "--group", "g2"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 day(s) 2026-03-07 to 2026-03-09" in result.stdout
+    assert {doc["group_id"] for doc in mongo_db[Collection.GROUP_DAILY].find()} == {"g2"}
+    assert {doc["user_id"] for doc in mongo_db[Collection.USER_DAILY].find()} == {"cy", "dee"}
+    query = "SELECT group_id, day, plays FROM group_daily ORDER BY day"
+    result = run_cli(test_settings, "sql", query)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2026-03-07" in result.stdout and "g2" in result.stdout
+    result = run_cli(test_settings, "sql", "SELECT nothing FROM nowhere")
+    assert result.returncode == 1 and "the query failed" in result.stderr
+
+
+_DAG_TEST = """
+import sys
+from datetime import datetime, UTC
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+run = bag.get_dag("auxcord_daily").test(logical_date=datetime(2026, 3, 9, 2, tzinfo=UTC))
+print("STATE", run.state)
+"""
+
+
+def test_the_nightly_dag_aggregates_the_day_before(
+    test_settings: Settings, mongo_db: Database[dict[str, Any]], tmp_path: Path
+) -> None:
+    seed(mongo_db)
+    environment = {
+        **os.environ,
+        **test_settings.as_environment(),
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "PYTHONPATH": str(ROOT),
+    }
+    migrate = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=environment, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    result = subprocess.run(
+        [sys.executable, "-c", _DAG_TEST, str(ROOT / "dags")],
+        env=environment, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert "STATE success" in result.stdout, (result.stdout + result.stderr)[-3000:]
+    days = {doc["day"] for doc in mongo_db[Collection.USER_DAILY].find()}
+    assert days == {"2026-03-08"}, "the 02:00 run on 9 March aggregates 8 March"
+    assert mongo_db[Collection.GROUP_DAILY].count_documents({"day": "2026-03-08"}) == 2
