@@ -1,4 +1,4 @@
-"""Running the daily aggregates for a day or a range, and storing them idempotently.
+"""Running the daily aggregates for a day or a range, then the rollups holding those days.
 
 The I/O edge of :mod:`analytics.daily`. One Spark application computes a whole range at once
 (a backfill pays for one JVM start, not one per day), and each day's documents depend only on
@@ -69,6 +69,10 @@ def ensure_indexes(database: Database[dict[str, Any]]) -> None:
     database[Collection.USER_DAILY].create_index([("day", ASCENDING)])
     database[Collection.GROUP_DAILY].create_index([("group_id", ASCENDING), ("day", DESCENDING)])
     database[Collection.GROUP_DAILY].create_index([("day", ASCENDING)])
+    database[Collection.USER_ROLLUPS].create_index([("user_id", ASCENDING), ("period", ASCENDING)])
+    database[Collection.GROUP_ROLLUPS].create_index(
+        [("group_id", ASCENDING), ("period", ASCENDING)]
+    )
 
 
 def aggregate_days(
@@ -113,4 +117,58 @@ def aggregate_days(
     replace_days(database, Collection.GROUP_DAILY, group_documents, first, last, group_scope)
     history.unpersist()
     user_daily.unpersist()
+    on_step("updating rollups")
+    update_rollups(session, database, memberships, first, last, user_scope, group_scope)
     return AggregateResult(first, last, len(user_documents), len(group_documents))
+
+
+def affected_periods(first: date, last: date) -> list[str]:
+    """The period keys (see analytics.rollups) holding any day of ``[first, last]``."""
+    keys = {"all"}
+    day = first
+    while day <= last:
+        monday = day - timedelta(days=day.weekday())
+        keys |= {f"week:{monday}", f"month:{day:%Y-%m}", f"year:{day:%Y}"}
+        day += timedelta(days=1)
+    return sorted(keys)
+
+
+def update_rollups(
+    spark: SparkSession,
+    database: Database[dict[str, Any]],
+    memberships: DataFrame,
+    first: date,
+    last: date,
+    user_scope: dict[str, Any],
+    group_scope: dict[str, Any],
+) -> None:
+    """Recompute the weeks, months, years and all-time that hold ``[first, last]``, from the
+    stored daily documents (never raw listens), and the yearly recaps."""
+    from pyspark.sql import functions as F
+
+    from analytics.rollups import group_recaps, group_rollups, user_rollups, with_periods
+    from analytics.sources import read_documents
+
+    daily = read_documents(spark, database, Collection.USER_DAILY, user_scope)
+    if daily is None:
+        return
+    periods = affected_periods(first, last)
+    periodic = with_periods(daily).where(F.col("period").isin(periods)).cache()
+    users = user_rollups(periodic).cache()
+    groups = group_rollups(periodic, users, memberships).cache()
+    recaps = group_recaps(groups, periodic, memberships)
+    years = [key.removeprefix("year:") for key in periods if key.startswith("year:")]
+    for collection, frame, key, scope, selector in (
+        (Collection.USER_ROLLUPS, users, "user_id", user_scope, {"period": {"$in": periods}}),
+        (Collection.GROUP_ROLLUPS, groups, "group_id", group_scope, {"period": {"$in": periods}}),
+        (Collection.GROUP_RECAPS, recaps, "group_id", group_scope, {"year": {"$in": years}}),
+    ):
+        rows: list[dict[str, Any]] = frame.toArrow().to_pylist()
+        for row in rows:
+            row["_id"] = f"{row[key]}:{row.get('period') or row['year']}"
+        target = database[collection]
+        target.delete_many({**selector, **scope})
+        if rows:
+            target.insert_many(rows, ordered=False)
+    for frame in (periodic, users, groups):
+        frame.unpersist()

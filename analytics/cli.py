@@ -27,7 +27,14 @@ def parse_day(value: str, option: str) -> date:
 def _run(first: date, last: date, group: str | None) -> None:
     from analytics.aggregate import aggregate_days
 
-    steps = ["starting Spark", "reading listens", "computing user days", "computing group days"]
+    steps = [
+        "starting Spark",
+        "reading listens",
+        "computing user days",
+        "computing group days",
+        "writing",
+        "updating rollups",
+    ]
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
     ) as progress:
@@ -52,7 +59,8 @@ def aggregate_command(
     ] = None,
     group: Annotated[str | None, typer.Option(help="Only this group (its id).")] = None,
 ) -> None:
-    """Compute one day's user and group statistics (leaderboards, same songs, taste-match)."""
+    """Compute one day's user and group statistics (leaderboards, same songs, taste-match),
+    then the week, month, year and all-time rollups holding it."""
     target = parse_day(day, "--date") if day else datetime.now(UTC).date() - timedelta(days=1)
     _run(target, target, group)
 
@@ -73,7 +81,8 @@ def sql_command(
     query: Annotated[str, typer.Argument(help="A Spark SQL query over the views listed below.")],
     limit: Annotated[int, typer.Option(min=1, help="Rows to print at most.")] = 50,
 ) -> None:
-    """Run Spark SQL over the views listens, users, memberships, user_daily and group_daily."""
+    """Run Spark SQL over the views listens, users, memberships, user_daily, group_daily,
+    user_rollups, group_rollups and group_recaps."""
     from analytics.views import register_views
     from auxcord.spark import build_spark_session
 

@@ -58,18 +58,27 @@ def track_key() -> Column:
     )
 
 
-def _top(plays: DataFrame, keys: list[str], fields: list[str], name: str) -> DataFrame:
-    """Per (user_id, day): the TOP_N most played ``keys`` as an array of structs, ties broken
-    by name so the order is deterministic."""
-    counted = plays.groupBy("user_id", "day", *keys).agg(
-        F.count("*").alias("plays"), *[F.first(f).alias(f) for f in fields if f not in keys]
-    )
-    order = Window.partitionBy("user_id", "day").orderBy(
-        F.desc("plays"), *[F.asc(f) for f in fields]
-    )
+def ranked_top(counted: DataFrame, by: list[str], fields: list[str], name: str) -> DataFrame:
+    """Per ``by``: the TOP_N rows of ``counted`` (which has ``plays``) as an array of
+    ``{rank, fields…, plays}``, ties broken by the fields so the order is deterministic."""
+    order = Window.partitionBy(*by).orderBy(F.desc("plays"), *[F.asc(f) for f in fields])
     ranked = counted.withColumn("rank", F.row_number().over(order)).where(f"rank <= {TOP_N}")
-    return ranked.groupBy("user_id", "day").agg(
+    return ranked.groupBy(*by).agg(
         F.sort_array(F.collect_list(F.struct("rank", *fields, "plays"))).alias(name)
+    )
+
+
+def all_counts(counted: DataFrame, by: list[str], fields: list[str], name: str) -> DataFrame:
+    """Per ``by``: every row of ``counted`` as an array of ``{fields…, plays}``. Rollups add
+    these up, so a month's top tracks are exact, not a merge of daily top tens."""
+    return counted.groupBy(*by).agg(
+        F.sort_array(F.collect_list(F.struct(*fields, "plays"))).alias(name)
+    )
+
+
+def _count(plays: DataFrame, keys: list[str], fields: list[str]) -> DataFrame:
+    return plays.groupBy("user_id", "day", *keys).agg(
+        F.count("*").alias("plays"), *[F.first(f).alias(f) for f in fields if f not in keys]
     )
 
 
@@ -105,7 +114,8 @@ def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
     ``history`` is :func:`local_listens` output holding every play up to ``last`` (earlier
     plays decide discoveries and streaks). Columns: user_id, day, plays, minutes,
     distinct_tracks, distinct_artists, top_tracks, top_artists, top_albums (arrays of
-    ``{rank, …, plays}``), hours (24 play counts, local), new_tracks, new_artists, streak.
+    ``{rank, …, plays}``), track_counts and artist_counts (every one, for exact rollups),
+    hours (24 play counts, local), new_tracks, new_artists, streak.
     """
     in_range = (F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last))
     plays = history.where(in_range)
@@ -122,16 +132,17 @@ def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
     hour_array = F.transform(
         F.sequence(F.lit(0), F.lit(23)), lambda h: F.coalesce(F.col("by_hour")[h], F.lit(0))
     )
+    by = ["user_id", "day"]
+    track_fields = ["track_key", "track_name", "artist_name"]
+    tracks = _count(plays, ["track_key"], track_fields)
+    artists = _count(plays, ["artist_name"], ["artist_name"])
+    albums = _count(plays, ["album_name", "artist_name"], ["album_name", "artist_name"])
     return (
-        totals.join(
-            _top(plays, ["track_key"], ["track_key", "track_name", "artist_name"], "top_tracks"),
-            ["user_id", "day"],
-        )
-        .join(_top(plays, ["artist_name"], ["artist_name"], "top_artists"), ["user_id", "day"])
-        .join(
-            _top(plays, ["album_name", "artist_name"], ["album_name", "artist_name"], "top_albums"),
-            ["user_id", "day"],
-        )
+        totals.join(ranked_top(tracks, by, track_fields, "top_tracks"), by)
+        .join(ranked_top(artists, by, ["artist_name"], "top_artists"), by)
+        .join(ranked_top(albums, by, ["album_name", "artist_name"], "top_albums"), by)
+        .join(all_counts(tracks, by, track_fields, "track_counts"), by)
+        .join(all_counts(artists, by, ["artist_name"], "artist_counts"), by)
         .join(
             hours.select(
                 "user_id", "day", hour_array.cast(T.ArrayType(T.LongType())).alias("hours")
@@ -150,6 +161,8 @@ def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
             "top_tracks",
             "top_artists",
             "top_albums",
+            "track_counts",
+            "artist_counts",
             "hours",
             F.coalesce("new_tracks", F.lit(0)).alias("new_tracks"),
             F.coalesce("new_artists", F.lit(0)).alias("new_artists"),
@@ -188,21 +201,16 @@ def group_leaderboards(user_daily: DataFrame, memberships: DataFrame) -> DataFra
 def group_tops(plays: DataFrame, memberships: DataFrame) -> DataFrame:
     """Per (group_id, day): the group's TOP_N tracks and artists."""
     joined = plays.join(memberships, "user_id")
+    by = ["group_id", "day"]
 
     def top(keys: list[str], name: str) -> DataFrame:
-        counted = joined.groupBy("group_id", "day", *keys).agg(
+        counted = joined.groupBy(*by, *keys).agg(
             F.count("*").alias("plays"), F.countDistinct("user_id").alias("listeners")
         )
-        order = Window.partitionBy("group_id", "day").orderBy(
-            F.desc("plays"), *[F.asc(k) for k in keys]
-        )
-        ranked = counted.withColumn("rank", F.row_number().over(order)).where(f"rank <= {TOP_N}")
-        return ranked.groupBy("group_id", "day").agg(
-            F.sort_array(F.collect_list(F.struct("rank", *keys, "plays", "listeners"))).alias(name)
-        )
+        return ranked_top(counted, by, [*keys, "listeners"], name)
 
     tracks = top(["track_key", "track_name", "artist_name"], "top_tracks")
-    return tracks.join(top(["artist_name"], "top_artists"), ["group_id", "day"])
+    return tracks.join(top(["artist_name"], "top_artists"), by)
 
 
 def same_songs(plays: DataFrame, memberships: DataFrame) -> DataFrame:
@@ -232,8 +240,10 @@ def same_songs(plays: DataFrame, memberships: DataFrame) -> DataFrame:
     )
 
 
-def taste_match(plays: DataFrame, memberships: DataFrame, period: list[str]) -> DataFrame:
+def taste_match(counts: DataFrame, period: list[str]) -> DataFrame:
     """Pairwise taste-match between the members of each group, per ``period`` columns.
+
+    ``counts`` has group_id, the period columns, user_id, artist_name and plays.
 
     The score is the cosine similarity of two members' artist play-count vectors:
     ``Σ a·b / (|a| |b|)``, 0 (nothing in common) to 1 (the same artists in the same
@@ -241,11 +251,6 @@ def taste_match(plays: DataFrame, memberships: DataFrame, period: list[str]) -> 
     before they play the same songs. Each pair carries the artists behind the score: the five
     with the most plays by both (the smaller of the two counts).
     """
-    counts = (
-        plays.join(memberships, "user_id")
-        .groupBy("group_id", *period, "user_id", "artist_name")
-        .agg(F.count("*").alias("plays"))
-    )
     norms = counts.groupBy("group_id", *period, "user_id").agg(
         F.sqrt(F.sum(F.col("plays") * F.col("plays"))).alias("norm")
     )
@@ -305,8 +310,13 @@ def group_daily_stats(
     minutes, plays, leaderboards, top_tracks, top_artists, same_songs, taste_match.
     """
     plays = history.where((F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last)))
+    artist_counts = (
+        plays.join(memberships, "user_id")
+        .groupBy("group_id", "day", "user_id", "artist_name")
+        .agg(F.count("*").alias("plays"))
+    )
     matches = (
-        taste_match(plays, memberships, ["day"])
+        taste_match(artist_counts, ["day"])
         .groupBy("group_id", "day")
         .agg(
             F.sort_array(

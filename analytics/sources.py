@@ -72,3 +72,25 @@ def read_memberships(
         for member in found.get("members", [])
     ]
     return spark.createDataFrame(pairs, "group_id string, user_id string")
+
+
+def read_documents(
+    spark: SparkSession,
+    database: Database[dict[str, Any]],
+    collection: Collection,
+    query: dict[str, Any] | None = None,
+) -> DataFrame | None:
+    """Stored documents (without ``_id``) as a DataFrame, or None when there are none.
+
+    They go through JSON so that Spark infers the nested arrays of documents that aggregate
+    collections hold.
+    """
+    from bson import json_util
+
+    documents = [
+        json_util.dumps(document, json_options=json_util.RELAXED_JSON_OPTIONS)
+        for document in database[collection].find(query or {}, {"_id": 0})
+    ]
+    if not documents:
+        return None
+    return spark.read.json(spark.sparkContext.parallelize(documents))

@@ -15,12 +15,12 @@ import tempfile
 import time
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 
 from analytics.recommend.job import recommend
 from auxcord.settings import load_settings
-from auxcord.simulator.model import KIND_TRACK, World, WorldConfig
+from auxcord.simulator.frames import track_plays
+from auxcord.simulator.model import World, WorldConfig
 from auxcord.spark import build_spark_session
 
 MAIN_GROUP = 50
@@ -28,24 +28,12 @@ SMALL_GROUPS, SMALL_SIZE = 20, 3
 
 
 def listens_frame(world: World, until: datetime) -> pd.DataFrame:
-    """Every listed track play until ``until`` as columns (no per-play Python objects)."""
-    until_ms = int(until.timestamp() * 1000)
-    catalog = world.catalog
-    track_ids = np.asarray(catalog.track_ids, dtype=object)
-    parts = []
-    for user in world.users:
-        t = world.timeline(user, until_ms)
-        keep = t.listed & (t.kind == KIND_TRACK) & (t.end_ms <= until_ms)
-        items = t.item[keep]
-        parts.append(pd.DataFrame({
-            "user_id": user.user_id,
-            "track_id": track_ids[items],
-            "played_at": pd.to_datetime(t.end_ms[keep], unit="ms", utc=True),
-            "item_type": "track",
-            "track_name": np.asarray(catalog.track_names, dtype=object)[items],
-            "artist_name": "artist", "album_name": "album", "album_image_url": None,
-        }))  # fmt: skip
-    return pd.concat(parts, ignore_index=True)
+    """Every listed track play until ``until``, with the columns recommendations read."""
+    plays = track_plays(world, until)
+    plays["item_type"] = "track"
+    plays["album_image_url"] = None
+    return plays[["user_id", "track_id", "played_at", "item_type", "track_name", "artist_name",
+                  "album_name", "album_image_url"]]  # fmt: skip
 
 
 def main() -> None:

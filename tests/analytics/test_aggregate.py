@@ -164,3 +164,47 @@ def test_the_nightly_dag_aggregates_the_day_before(
     days = {doc["day"] for doc in mongo_db[Collection.USER_DAILY].find()}
     assert days == {"2026-03-08"}, "the 02:00 run on 9 March aggregates 8 March"
     assert mongo_db[Collection.GROUP_DAILY].count_documents({"day": "2026-03-08"}) == 2
+
+
+def test_rollups_add_up_the_days_exactly(
+    spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
+) -> None:
+    from collections import Counter
+
+    from tests.analytics.test_daily import local_day
+
+    seed(mongo_db)
+    aggregate_days(test_settings, date(2026, 3, 1), date(2026, 3, 31), spark=spark)
+    month = mongo_db[Collection.USER_ROLLUPS].find_one({"_id": "ana:month:2026-03"})
+    assert month is not None
+    plays = [
+        p for p in make_plays()
+        if p["user_id"] == "ana" and p["item_type"] == "track" and local_day(p)[0].month == 3
+    ]  # fmt: skip
+    assert month["plays"] == len(plays)
+    counts = Counter(p["track_id"] for p in plays)
+    want = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    assert [(t["track_key"], t["plays"]) for t in month["top_tracks"]] == want
+    days = list(
+        mongo_db[Collection.USER_DAILY].find({"user_id": "ana", "day": {"$regex": "^2026-03"}})
+    )
+    assert month["active_days"] == len(days)
+    assert month["longest_streak"] == max(day["streak"] for day in days)
+    assert sum(month["hours"]) == month["plays"]
+    week = mongo_db[Collection.USER_ROLLUPS].find_one({"_id": "ana:week:2026-03-09"})
+    assert week is not None and week["plays"] == sum(
+        d["plays"] for d in days if "2026-03-09" <= d["day"] <= "2026-03-15"
+    )
+    group = mongo_db[Collection.GROUP_ROLLUPS].find_one({"_id": "g1:month:2026-03"})
+    assert group is not None
+    assert {e["user_id"] for e in group["leaderboards"]["minutes"]} == set(GROUPS["g1"])
+    assert {(m["user_a"], m["user_b"]) for m in group["taste_match"]} <= {
+        ("ana", "ben"), ("ana", "cy"), ("ben", "cy")
+    }  # fmt: skip
+    recap = mongo_db[Collection.GROUP_RECAPS].find_one({"_id": "g1:2026"})
+    assert recap is not None and recap["best_match"]["score"] > 0
+    assert recap["busiest_day"]["day"].startswith("2026-")
+    # Re-running one day recomputes the periods holding it, identically.
+    before = list(mongo_db[Collection.USER_ROLLUPS].find().sort("_id"))
+    aggregate_days(test_settings, date(2026, 3, 12), date(2026, 3, 12), spark=spark)
+    assert list(mongo_db[Collection.USER_ROLLUPS].find().sort("_id")) == before

@@ -1,0 +1,143 @@
+"""Daily aggregates at scale: a year for a 50-user group (about a million plays) on 2 cores.
+
+Data: the Spotify simulator's seeded world, 50 users in their own timezones, one year of plays,
+written to MongoDB ``listens`` in a database of its own. Then, in one run:
+
+1. ``auxcord backfill`` over the whole year as one Spark application, end to end (Spark
+   start-up, reading MongoDB, computing user and group days, storing them);
+2. the per-user daily figures that MongoDB itself can compute (plays, minutes, distinct
+   tracks and artists, top 10 tracks per user-local day) as one aggregation pipeline, for the
+   ratio; the Spark job computes all of that and more (albums, hours, discoveries, streaks,
+   group leaderboards, same songs, taste-match);
+3. ``auxcord aggregate --date D`` for one day, end to end, Spark start-up included.
+
+Targets (issue 5): the backfill ≤ 5 minutes; a daily run ≤ 60 s.
+
+Needs the local stack: `auxcord stack up` first (or set the AUXCORD_* variables).
+
+    .venv/bin/python bench/bench_aggregate.py [--days 365] [--users 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from auxcord.clients import mongo_client
+from auxcord.names import Collection
+from auxcord.settings import Settings, get_settings
+from auxcord.simulator.frames import track_plays
+from auxcord.simulator.model import World, WorldConfig
+
+GROUP = "bench-group"
+
+
+def listens_table(world: World, until: datetime) -> pa.Table:
+    """Every listed track play until ``until``, as listens documents' columns."""
+    plays = track_plays(world, until)
+    plays.insert(0, "_id", plays["user_id"] + ":" + plays["played_at"].astype("int64").astype(str))
+    plays["item_type"] = "track"
+    plays["source"] = "poll"
+    return pa.Table.from_pandas(plays, preserve_index=False)
+
+
+def mongo_pipeline_user_days(settings: Settings, database: str) -> tuple[int, float]:
+    """The user-day figures MongoDB can compute itself; returns (user days, seconds)."""
+    pipeline: list[dict[str, Any]] = [
+        {"$lookup": {"from": "users", "localField": "user_id", "foreignField": "_id", "as": "u"}},
+        {"$set": {"tz": {"$ifNull": [{"$first": "$u.timezone"}, "UTC"]}}},
+        {"$set": {"day": {"$dateToString": {
+            "format": "%Y-%m-%d", "date": "$played_at", "timezone": "$tz"}}}},
+        {"$group": {
+            "_id": {"user": "$user_id", "day": "$day", "track": "$track_id"},
+            "plays": {"$sum": 1}, "ms": {"$sum": "$duration_ms"},
+            "artist": {"$first": "$artist_name"},
+        }},
+        {"$group": {
+            "_id": {"user": "$_id.user", "day": "$_id.day"},
+            "plays": {"$sum": "$plays"}, "ms": {"$sum": "$ms"}, "distinct_tracks": {"$sum": 1},
+            "artists": {"$addToSet": "$artist"},
+            "tracks": {"$push": {"plays": "$plays", "track": "$_id.track"}},
+        }},
+        {"$project": {
+            "plays": 1, "minutes": {"$divide": ["$ms", 60000]}, "distinct_tracks": 1,
+            "distinct_artists": {"$size": "$artists"},
+            "top_tracks": {"$slice": [
+                {"$sortArray": {"input": "$tracks", "sortBy": {"plays": -1}}}, 10]},
+        }},
+    ]  # fmt: skip
+    with mongo_client(settings) as client:
+        started = time.perf_counter()
+        days = list(client[database][Collection.LISTENS].aggregate(pipeline, allowDiskUse=True))
+        return len(days), time.perf_counter() - started
+
+
+def run_cli(environment: dict[str, str], *args: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", "from auxcord.cli import main; main()", *args],
+        env=environment,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--users", type=int, default=50)
+    args = parser.parse_args()
+    base = get_settings()
+    database = f"bench_aggregate_{os.getpid()}"
+    settings = base.model_copy(
+        update={"mongodb_uri": base.mongodb_uri.replace("/auxcord?", f"/{database}?")}
+    )
+    end = datetime(2026, 11, 1, tzinfo=UTC)
+    world = World(WorldConfig(users=args.users, seed=11, history_days=args.days, start=end))
+    table = listens_table(world, end)
+    first = (end - timedelta(days=args.days)).date()
+    last = (end - timedelta(days=1)).date()
+    print(f"{table.num_rows:,} plays of {args.users} users, {first} to {last}")
+    from pymongoarrow.api import write
+
+    with mongo_client(settings) as client:
+        db = client[database]
+        db[Collection.USERS].insert_many(
+            [{"_id": u.user_id, "timezone": u.timezone} for u in world.users]
+        )
+        db[Collection.GROUPS].insert_one(
+            {"_id": GROUP, "name": GROUP, "members": [u.user_id for u in world.users]}
+        )
+        started = time.perf_counter()
+        write(db[Collection.LISTENS], table)
+        print(f"loaded into MongoDB in {time.perf_counter() - started:.1f} s")
+    environment = {**os.environ, **settings.as_environment()}
+    try:
+        backfill = run_cli(environment, "backfill", "--from", str(first), "--to", str(last))
+        with mongo_client(settings) as client:
+            stored = client[database][Collection.USER_DAILY].count_documents({})
+        mongo_days, mongo_seconds = mongo_pipeline_user_days(settings, database)
+        day = date(last.year, last.month, last.day) - timedelta(days=3)
+        daily = run_cli(environment, "aggregate", "--date", str(day))
+    finally:
+        with mongo_client(settings) as client:
+            client.drop_database(database)
+    print(f"backfill of {args.days} days, end to end:   {backfill:7.1f} s  (target ≤ 300 s)")
+    print(f"  user days stored:                  {stored:7,}")
+    print(
+        f"MongoDB pipeline, user-day basics:   {mongo_seconds:7.1f} s  ({mongo_days:,} user days)"
+    )
+    print(f"  ratio MongoDB / Spark backfill:    {mongo_seconds / backfill:7.2f}")
+    print(f"one daily run, end to end:           {daily:7.1f} s  (target ≤ 60 s)")
+
+
+if __name__ == "__main__":
+    main()
