@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from analytics.daily import group_daily_stats, local_listens, user_daily_stats
-from analytics.sources import read_listens, read_memberships, read_users
-from auxcord.clients import mongo_database
+from analytics.sources import read_listens, read_memberships, read_raw_listens, read_users
+from auxcord.clients import gcs_bucket, mongo_database
 from auxcord.errors import AuxcordError
 from auxcord.names import Collection
 from auxcord.settings import Settings
@@ -81,10 +81,15 @@ def aggregate_days(
     last: date,
     *,
     group: str | None = None,
+    source: Literal["mongodb", "gcs"] = "mongodb",
     spark: SparkSession | None = None,
     on_step: Callable[[str], None] = lambda _: None,
 ) -> AggregateResult:
-    """Compute and store user and group daily statistics for local days ``[first, last]``."""
+    """Compute and store user and group daily statistics for local days ``[first, last]``.
+
+    Listens come from MongoDB (the serving copy) or, with ``source="gcs"``, from the raw
+    Parquet in GCS (the data lake); the streaming job writes each play once to both.
+    """
     from auxcord.spark import build_spark_session
 
     if last < first:
@@ -99,9 +104,13 @@ def aggregate_days(
             raise AuxcordError(f"no group {group!r} (or it has no members)")
     on_step("reading listens")
     until = datetime.combine(last + timedelta(days=1), time(), UTC) + _LATEST_OFFSET
-    history = local_listens(
-        read_listens(session, database, before=until, users=members), read_users(session, database)
-    ).cache()
+    if source == "gcs":
+        listens = read_raw_listens(session, gcs_bucket(settings), before=until)
+        if members is not None:
+            listens = listens.where(listens.user_id.isin(members))
+    else:
+        listens = read_listens(session, database, before=until, users=members)
+    history = local_listens(listens, read_users(session, database)).cache()
     on_step("computing user days")
     user_daily = user_daily_stats(history, first, last).cache()
     user_documents = _documents(user_daily, "user_id")

@@ -24,7 +24,15 @@ def parse_day(value: str, option: str) -> date:
         raise AuxcordError(f"{option} expects a date as YYYY-MM-DD, got {value!r}") from None
 
 
-def _run(first: date, last: date, group: str | None) -> None:
+Source = Annotated[
+    str,
+    typer.Option(
+        "--source", help="Read listens from mongodb (the serving copy) or gcs (raw Parquet)."
+    ),
+]
+
+
+def _run(first: date, last: date, group: str | None, source: str) -> None:
     from analytics.aggregate import aggregate_days
 
     steps = [
@@ -43,7 +51,16 @@ def _run(first: date, last: date, group: str | None) -> None:
         def advance(step: str) -> None:
             progress.update(task, advance=1, description=step)
 
-        result = aggregate_days(get_settings(), first, last, group=group, on_step=advance)
+        if source not in ("mongodb", "gcs"):
+            raise AuxcordError(f"--source expects mongodb or gcs, got {source!r}")
+        result = aggregate_days(
+            get_settings(),
+            first,
+            last,
+            group=group,
+            source="gcs" if source == "gcs" else "mongodb",
+            on_step=advance,
+        )
         progress.update(task, completed=len(steps) + 1, description="done")
     days = (last - first).days + 1
     console.print(
@@ -58,23 +75,25 @@ def aggregate_command(
         typer.Option("--date", help="The local day to aggregate, YYYY-MM-DD (default yesterday)."),
     ] = None,
     group: Annotated[str | None, typer.Option(help="Only this group (its id).")] = None,
+    source: Source = "mongodb",
 ) -> None:
     """Compute one day's user and group statistics (leaderboards, same songs, taste-match),
     then the week, month, year and all-time rollups holding it."""
     target = parse_day(day, "--date") if day else datetime.now(UTC).date() - timedelta(days=1)
-    _run(target, target, group)
+    _run(target, target, group, source)
 
 
 def backfill_command(
     first: Annotated[str, typer.Option("--from", help="First local day, YYYY-MM-DD.")],
     last: Annotated[str, typer.Option("--to", help="Last local day, YYYY-MM-DD.")],
     group: Annotated[str | None, typer.Option(help="Only this group (its id).")] = None,
+    source: Source = "mongodb",
 ) -> None:
     """Recompute a range of days in one Spark application; same results as day by day."""
     start, end = parse_day(first, "--from"), parse_day(last, "--to")
     if end < start:
         raise AuxcordError(f"--to ({end}) is before --from ({start})")
-    _run(start, end, group)
+    _run(start, end, group, source)
 
 
 def sql_command(

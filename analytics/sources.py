@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from auxcord.names import Collection
 
 if TYPE_CHECKING:
+    from google.cloud.storage import Bucket
     from pymongo.database import Database
     from pyspark.sql import DataFrame, SparkSession
 
@@ -50,6 +51,40 @@ def read_listens(
     table = find_arrow_all(database[Collection.LISTENS], query, schema=schema)
     # pymongoarrow reads timestamps as naive UTC; Spark's session time zone is UTC too.
     return spark.createDataFrame(table.select(list(LISTEN_FIELDS)))
+
+
+def read_raw_listens(
+    spark: SparkSession, bucket: Bucket, *, before: datetime | None = None
+) -> DataFrame:
+    """Listens from the raw Parquet the streaming job writes to GCS (the data lake), from
+    every ``dt=`` partition before ``before``'s day (inclusive), with LISTEN_FIELDS."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from auxcord.names import RAW_LISTENS_PREFIX
+
+    last_day = before.date().isoformat() if before is not None else None
+    tables = []
+    for blob in bucket.list_blobs(prefix=f"{RAW_LISTENS_PREFIX}/dt="):
+        day = blob.name.removeprefix(f"{RAW_LISTENS_PREFIX}/dt=")[:10]
+        if last_day is None or day <= last_day:
+            tables.append(pq.read_table(io.BytesIO(blob.download_as_bytes())))
+    fields = list(LISTEN_FIELDS)
+    if not tables:
+        return spark.createDataFrame([], read_listens_schema())
+    table = pa.concat_tables(tables, promote_options="default").select(fields)
+    frame = spark.createDataFrame(table)
+    if before is not None:
+        frame = frame.where(frame.played_at < before)
+    return frame
+
+
+def read_listens_schema() -> str:
+    """LISTEN_FIELDS as a Spark DDL schema."""
+    spark_types = {"string": "string", "int64": "long", "timestamp": "timestamp"}
+    return ", ".join(f"{name} {spark_types[kind]}" for name, kind in LISTEN_FIELDS.items())
 
 
 def read_users(spark: SparkSession, database: Database[dict[str, Any]]) -> DataFrame:

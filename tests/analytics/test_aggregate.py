@@ -208,3 +208,28 @@ def test_rollups_add_up_the_days_exactly(
     before = list(mongo_db[Collection.USER_ROLLUPS].find().sort("_id"))
     aggregate_days(test_settings, date(2026, 3, 12), date(2026, 3, 12), spark=spark)
     assert list(mongo_db[Collection.USER_ROLLUPS].find().sort("_id")) == before
+
+
+def test_the_data_lake_gives_the_same_days_as_mongodb(
+    spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
+) -> None:
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from auxcord.clients import ensure_bucket, gcs_bucket
+    from streaming.parse import nullable
+    from streaming.sinks import SliceTag, write_raw_listens
+
+    settings = test_settings.model_copy(update={"gcs_bucket": f"lake-{os.getpid()}"})
+    ensure_bucket(settings)
+    seed(mongo_db)
+    events = [ListenEvent.from_dict({**p, "source": "poll"}).model_dump() for p in make_plays()]
+    schema = to_arrow_schema(nullable(ListenEvent.spark_schema()), timezone="UTC")
+    write_raw_listens(
+        gcs_bucket(settings), pa.Table.from_pylist(events, schema=schema), SliceTag("seed", 0, 0)
+    )
+    first, last = date(2026, 3, 6), date(2026, 3, 12)
+    aggregate_days(settings, first, last, spark=spark)
+    from_mongodb = snapshot(mongo_db)
+    aggregate_days(settings, first, last, source="gcs", spark=spark)
+    assert snapshot(mongo_db) == from_mongodb
