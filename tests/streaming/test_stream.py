@@ -163,8 +163,9 @@ def test_exactly_once_through_sigkill_mid_batch(stream_settings: Settings) -> No
 
 
 def restart_kafka(settings: Settings) -> None:
-    """Stop the session's broker and start it again: it comes back empty."""
-    stack = LocalStack(settings)
+    """Stop the session's broker and start it again: it comes back empty. Starting it
+    provisions the unprefixed topics again, which later tests of the session rely on."""
+    stack = LocalStack(settings.model_copy(update={"kafka_topic_prefix": ""}))
     stack.down(only="kafka")
     stack.up()
 
