@@ -105,8 +105,9 @@ class Settings(BaseSettings):
 
     # Spark
     spark_master: str = "local[2]"
-    spark_shuffle_partitions: int = Field(default=4, ge=1)
-    spark_driver_memory: str = "2g"
+    spark_shuffle_partitions: int = Field(default=8, ge=1)
+    spark_driver_memory: str = "6g"
+    """A year's backfill of about a million plays ran out of a 2g heap in local mode."""
 
     # Streaming
     stream_kafka_format: Literal["python", "kafka"] = "python"
