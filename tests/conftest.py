@@ -39,7 +39,10 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     The variables are exported too, so subprocesses (the CLI, Airflow, Spark workers) reach
     the same servers.
     """
-    settings = settings_on_free_ports(tmp_path_factory.mktemp("stack"), spark_shuffle_partitions=1)
+    # Test data is small: a 2g heap is plenty, and keeps the test JVMs lean.
+    settings = settings_on_free_ports(
+        tmp_path_factory.mktemp("stack"), spark_shuffle_partitions=1, spark_driver_memory="2g"
+    )
     environment = environment_of(settings)
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
@@ -81,7 +84,11 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     """The one SparkSession of the test run: local[2], one shuffle partition."""
     from auxcord.spark import build_spark_session
 
-    settings = load_settings(data_dir=tmp_path_factory.mktemp("spark"), spark_shuffle_partitions=1)
+    settings = load_settings(
+        data_dir=tmp_path_factory.mktemp("spark"),
+        spark_shuffle_partitions=1,
+        spark_driver_memory="2g",
+    )
     session = build_spark_session(settings, "auxcord-tests")
     yield session
     session.stop()
