@@ -46,7 +46,7 @@ from auxcord.names import Collection, Topic
 from auxcord.settings import Settings, get_settings
 from auxcord.spark import build_spark_session
 from streaming.batch import Sink
-from streaming.job import BatchWriter, kafka_records, stream_run_id
+from streaming.job import start_stream
 from streaming.sinks import ensure_indexes
 
 
@@ -114,15 +114,8 @@ def mongo_insert_rate(settings: Settings, events: list[ListenEvent], indexes: bo
 
 
 def stream_rate(spark, settings: Settings, sinks: frozenset[Sink], count: int) -> float:  # type: ignore[no-untyped-def]
-    writer = BatchWriter(settings, stream_run_id(settings, settings.stream_checkpoint), sinks)
     began = time.perf_counter()
-    query = (
-        kafka_records(spark, settings)
-        .writeStream.foreachBatch(writer)
-        .option("checkpointLocation", settings.stream_checkpoint)
-        .trigger(availableNow=True)
-        .start()
-    )
+    query, writer = start_stream(spark, settings, available_now=True, sinks=sinks)
     query.awaitTermination()
     elapsed = time.perf_counter() - began
     assert writer.totals.listens == count, f"stored {writer.totals.listens} of {count}"
@@ -152,8 +145,6 @@ def process_tree_rss_mb(root: int) -> float:
 
 
 def latency(spark, settings: Settings, seconds: int, rate: int) -> list[float]:  # type: ignore[no-untyped-def]
-    from streaming.job import start_stream
-
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     query, _ = start_stream(spark, settings)

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from auxcord.clients import ensure_topics, mongo_database
 from auxcord.names import Collection, Topic
@@ -74,15 +74,22 @@ class BatchResult:
     newest_record: datetime | None = None
     seconds: float = 0.0
 
+    def add(self, counts: BatchResult | Row) -> None:
+        """Add another result's counts (a slice's row, or a batch into the totals)."""
+        for name in ("records", "listens", "new_listens", "now_playing", "dead_letters"):
+            setattr(self, name, getattr(self, name) + counts[name])
+        self.objects += counts["objects"]
+        newest = counts["newest_record"]
+        if newest is not None and (self.newest_record is None or newest > self.newest_record):
+            self.newest_record = newest
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
 
 class BatchWriter:
-    """The ``foreachBatch`` function: each task parses and stores its slice of the batch.
-
-    Within a slice the order matters for crash safety: MongoDB listens first (marking the
-    events the slice stores first), then the GCS objects of exactly those events, then
-    now-playing and dead letters. A crash anywhere re-runs the whole batch, and each step is
-    safe to repeat (see :mod:`streaming.sinks`).
-    """
+    """The ``foreachBatch`` function: each task parses and stores its slice of the batch
+    (:class:`streaming.batch.SliceWriter`); the driver adds up the counts and reports them."""
 
     def __init__(
         self,
@@ -114,14 +121,7 @@ class BatchWriter:
         result = BatchResult(batch_id=batch_id, seconds=time.perf_counter() - started)
         self._check_offsets(batch_id, slices)
         for row in slices:
-            result.records += row["records"]
-            result.listens += row["listens"]
-            result.new_listens += row["new_listens"]
-            result.now_playing += row["now_playing"]
-            result.dead_letters += row["dead_letters"]
-            result.objects += row["objects"]
-            if result.newest_record is None or row["newest_record"] > result.newest_record:
-                result.newest_record = row["newest_record"]
+            result.add(row)
         self._report(result)
 
     def _check_offsets(self, batch_id: int, slices: list[Row]) -> None:
@@ -153,15 +153,9 @@ class BatchWriter:
             self.partition_ends[key] = (row["last_offset"] + 1, batch_id)
 
     def _report(self, result: BatchResult) -> None:
-        totals = self.totals
-        totals.batch_id = result.batch_id
-        totals.records += result.records
-        totals.listens += result.listens
-        totals.new_listens += result.new_listens
-        totals.now_playing += result.now_playing
-        totals.dead_letters += result.dead_letters
-        totals.objects += result.objects
-        totals.seconds += result.seconds
+        self.totals.batch_id = result.batch_id
+        self.totals.add(result)
+        self.totals.seconds += result.seconds
         if result.records:
             log.info(
                 "stream batch %d: %d records, %d listens (%d new), %d now-playing, "
@@ -228,13 +222,17 @@ def stream_run_id(settings: Settings, checkpoint: str) -> str:
 
 
 def start_stream(
-    spark: SparkSession, settings: Settings, *, available_now: bool = False
+    spark: SparkSession,
+    settings: Settings,
+    *,
+    available_now: bool = False,
+    sinks: frozenset[Sink] = frozenset({"mongodb", "gcs"}),
 ) -> tuple[StreamingQuery, BatchWriter]:
     """Start the query; it runs in the background until stopped (or drained, ``available_now``)."""
     from streaming.sinks import ensure_indexes
 
     ensure_topics(settings)
-    writer = BatchWriter(settings, stream_run_id(settings, settings.stream_checkpoint))
+    writer = BatchWriter(settings, stream_run_id(settings, settings.stream_checkpoint), sinks)
     ensure_indexes(writer.db)
     stream = (
         kafka_records(spark, settings)
