@@ -173,21 +173,30 @@ def restart_kafka(settings: Settings) -> None:
 def test_broker_restart_is_reported_and_new_data_still_flows(
     spark: SparkSession, stream_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # The reset is logged just after its batch's listens are stored, so the level is set for
+    # the whole test, and the test waits for the record of it, not only for the listens.
+    caplog.set_level(logging.WARNING, logger="streaming.job")
     before = [listen(n) for n in range(300)]
     produce_listens(stream_settings, before)
     db = mongo_database(stream_settings)
     query, _ = start_stream(spark, stream_settings)
     try:
         wait_for(lambda: db[Collection.LISTENS].count_documents({}) == 300, 120, "first listens")
-        with caplog.at_level(logging.WARNING, logger="streaming.job"):
-            restart_kafka(stream_settings)
-            ensure_topics(stream_settings)
-            # Fewer records than before the restart, so their offsets are all "old" ones.
-            after = [listen(n) for n in range(10_000, 10_120)]
-            produce_listens(stream_settings, after)
-            wait_for(
-                lambda: db[Collection.LISTENS].count_documents({}) == 420, 120, "listens after"
-            )
+        restart_kafka(stream_settings)
+        ensure_topics(stream_settings)
+        # Fewer records than before the restart, so their offsets are all "old" ones.
+        after = [listen(n) for n in range(10_000, 10_120)]
+        produce_listens(stream_settings, after)
+        wait_for(lambda: db[Collection.LISTENS].count_documents({}) == 420, 120, "listens after")
+        wait_for(
+            lambda: bool(
+                (db[Collection.PIPELINE_STATUS].find_one({"_id": "stream"}) or {}).get(
+                    "offset_resets"
+                )
+            ),
+            60,
+            "the reset to be reported",
+        )
         assert query.isActive
     finally:
         query.stop()
