@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from analytics.daily import group_daily_stats, local_listens, user_daily_stats
+from analytics.periods import affected_periods
 from analytics.sources import read_listens, read_memberships, read_raw_listens, read_users
 from auxcord.clients import gcs_bucket, mongo_database
 from auxcord.errors import AuxcordError
@@ -129,17 +130,6 @@ def aggregate_days(
     on_step("updating rollups")
     update_rollups(session, database, memberships, first, last, user_scope, group_scope)
     return AggregateResult(first, last, len(user_documents), len(group_documents))
-
-
-def affected_periods(first: date, last: date) -> list[str]:
-    """The period keys (see analytics.rollups) holding any day of ``[first, last]``."""
-    keys = {"all"}
-    day = first
-    while day <= last:
-        monday = day - timedelta(days=day.weekday())
-        keys |= {f"week:{monday}", f"month:{day:%Y-%m}", f"year:{day:%Y}"}
-        day += timedelta(days=1)
-    return sorted(keys)
 
 
 def update_rollups(

@@ -114,8 +114,8 @@ def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
     ``history`` is :func:`local_listens` output holding every play up to ``last`` (earlier
     plays decide discoveries and streaks). Columns: user_id, day, plays, minutes,
     distinct_tracks, distinct_artists, top_tracks, top_artists, top_albums (arrays of
-    ``{rank, …, plays}``), track_counts and artist_counts (every one, for exact rollups),
-    hours (24 play counts, local), new_tracks, new_artists, streak.
+    ``{rank, …, plays}``), track_counts, artist_counts and album_counts (every one, for exact
+    rollups), hours (24 play counts, local), new_tracks, new_artists, streak.
     """
     in_range = (F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last))
     plays = history.where(in_range)
@@ -143,6 +143,7 @@ def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
         .join(ranked_top(albums, by, ["album_name", "artist_name"], "top_albums"), by)
         .join(all_counts(tracks, by, track_fields, "track_counts"), by)
         .join(all_counts(artists, by, ["artist_name"], "artist_counts"), by)
+        .join(all_counts(albums, by, ["album_name", "artist_name"], "album_counts"), by)
         .join(
             hours.select(
                 "user_id", "day", hour_array.cast(T.ArrayType(T.LongType())).alias("hours")
@@ -163,6 +164,7 @@ def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
             "top_albums",
             "track_counts",
             "artist_counts",
+            "album_counts",
             "hours",
             F.coalesce("new_tracks", F.lit(0)).alias("new_tracks"),
             F.coalesce("new_artists", F.lit(0)).alias("new_artists"),

@@ -39,17 +39,20 @@ def with_periods(user_daily: DataFrame) -> DataFrame:
     return user_daily.withColumn("period", F.explode(keys))
 
 
-def _counts(daily: DataFrame, column: str, key: str, names: list[str], by: list[str]) -> DataFrame:
-    """Sum the per-day counts in ``column`` (structs of key, names and plays) per ``by`` + key."""
+def _counts(
+    daily: DataFrame, column: str, keys: list[str], names: list[str], by: list[str]
+) -> DataFrame:
+    """Sum the per-day counts in ``column`` (structs of keys, names and plays) per ``by`` +
+    keys."""
     exploded = daily.select(*by, F.explode(column).alias("c")).select(*by, "c.*")
-    return exploded.groupBy(*by, key).agg(
+    return exploded.groupBy(*by, *keys).agg(
         F.sum("plays").alias("plays"), *[F.first(name).alias(name) for name in names]
     )
 
 
 def user_rollups(periodic: DataFrame) -> DataFrame:
     """Per (user_id, period): plays, minutes, active_days, discoveries, longest_streak, hours,
-    distinct tracks and artists, top tracks and artists."""
+    distinct tracks and artists, top tracks, artists and albums."""
     by = ["user_id", "period"]
     totals = periodic.groupBy(*by).agg(
         F.sum("plays").alias("plays"),
@@ -70,8 +73,9 @@ def user_rollups(periodic: DataFrame) -> DataFrame:
             ).alias("hours")
         )
     )
-    tracks = _counts(periodic, "track_counts", "track_key", ["track_name", "artist_name"], by)
-    artists = _counts(periodic, "artist_counts", "artist_name", [], by)
+    tracks = _counts(periodic, "track_counts", ["track_key"], ["track_name", "artist_name"], by)
+    artists = _counts(periodic, "artist_counts", ["artist_name"], [], by)
+    albums = _counts(periodic, "album_counts", ["album_name", "artist_name"], [], by)
     distinct = (
         tracks.groupBy(*by)
         .agg(F.count("*").alias("distinct_tracks"))
@@ -82,6 +86,7 @@ def user_rollups(periodic: DataFrame) -> DataFrame:
         .join(distinct, by)
         .join(ranked_top(tracks, by, ["track_key", "track_name", "artist_name"], "top_tracks"), by)
         .join(ranked_top(artists, by, ["artist_name"], "top_artists"), by)
+        .join(ranked_top(albums, by, ["album_name", "artist_name"], "top_albums"), by)
     )
 
 
@@ -106,8 +111,10 @@ def group_rollups(periodic: DataFrame, rollups: DataFrame, memberships: DataFram
     )
     joined = periodic.join(memberships, "user_id")
     per_member = [*by, "user_id"]
-    tracks = _counts(joined, "track_counts", "track_key", ["track_name", "artist_name"], per_member)
-    artists = _counts(joined, "artist_counts", "artist_name", [], per_member)
+    tracks = _counts(
+        joined, "track_counts", ["track_key"], ["track_name", "artist_name"], per_member
+    )
+    artists = _counts(joined, "artist_counts", ["artist_name"], [], per_member)
     group_tracks = tracks.groupBy(*by, "track_key").agg(
         F.sum("plays").alias("plays"),
         F.first("track_name").alias("track_name"),

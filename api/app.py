@@ -5,20 +5,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from ipaddress import ip_address
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
+from api.deps import SignInRequired
+from api.live import ChangeSignal
+from api.metrics import MetricsMiddleware, WebMetrics
 from api.oauth_states import OAuthStates
-from api.routes import auth, home
+from api.routes import api_v1, auth, group_pages, groups, home, ops
 from api.security import SecurityHeaders, auth_limiter
 from auxcord.clients import mongo_client
 from auxcord.errors import ConfigError
+from auxcord.groups import GroupStore
+from auxcord.names import Collection
 from auxcord.settings import Settings
 from auxcord.tokens import TokenCipher
 
 SESSION_MAX_AGE_S = 14 * 24 * 3600
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 def _is_loopback(host: str) -> bool:
@@ -50,7 +59,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         OAuthStates(app.state.database).ensure_indexes()
+        GroupStore(app.state.database).ensure_indexes()
+        app.state.now_playing_signal.start()
         yield
+        app.state.now_playing_signal.stop()
         client.close()
 
     app = FastAPI(title="auxcord", version="0.1.0", lifespan=lifespan)
@@ -58,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.database = client[settings.mongodb_database]
     app.state.cipher = TokenCipher(settings.secret_key_value())
     app.state.auth_limiter = auth_limiter()
+    app.state.now_playing_signal = ChangeSignal(app.state.database[Collection.NOW_PLAYING])
+    app.state.metrics = WebMetrics(app.state.database)
     accounts_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.spotify_api_base))
     app.add_middleware(SecurityHeaders, image_sources=f"{accounts_origin} https://i.scdn.co")
     app.add_middleware(
@@ -68,6 +82,16 @@ def create_app(settings: Settings) -> FastAPI:
         same_site="lax",
         https_only=https,
     )
-    app.include_router(home.router)
-    app.include_router(auth.router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_exception_handler(SignInRequired, _sign_in_first)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for module in (home, auth, groups, group_pages, api_v1, ops):
+        app.include_router(module.router)
     return app
+
+
+async def _sign_in_first(request: Request, exc: Exception) -> Response:
+    """Pages need a signed-in user: remember where they were going, then offer sign-in."""
+    assert isinstance(exc, SignInRequired)
+    request.session["next"] = exc.next_path
+    return RedirectResponse("/", 303)

@@ -1,14 +1,31 @@
-"""Dependencies of the web app, as ``Annotated`` aliases so handler signatures read like types."""
+"""Dependencies of the web app, as ``Annotated`` aliases so handler signatures read like types.
+
+Authorisation lives here, once: every route with a ``group_id`` takes :data:`MemberGroup`, which
+answers 404 unless the signed-in user belongs to that group, whether the group exists or not.
+Anonymous visitors of a page are sent to sign in first (and brought back afterwards); anonymous
+API clients get the same 404 as strangers.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from pymongo.database import Database
 
 from auxcord.accounts import AccountStore, LinkedAccount
+from auxcord.groups import Group, GroupStore
 from auxcord.settings import Settings
+
+NOT_FOUND = "Not found. If a friend sent you here, ask them for an invitation link."
+
+
+class SignInRequired(Exception):
+    """A page needs a signed-in user; the app's handler redirects to the sign-in page."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -25,6 +42,10 @@ def get_accounts(request: Request) -> AccountStore:
     return AccountStore(request.app.state.database, request.app.state.cipher)
 
 
+def get_groups(request: Request) -> GroupStore:
+    return GroupStore(request.app.state.database)
+
+
 def get_current_user(request: Request) -> LinkedAccount | None:
     user_id = request.session.get("user_id")
     if not user_id:
@@ -32,7 +53,44 @@ def get_current_user(request: Request) -> LinkedAccount | None:
     return get_accounts(request).get(user_id)
 
 
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def require_user(request: Request) -> LinkedAccount:
+    user = get_current_user(request)
+    if user is None:
+        if _is_api(request):
+            raise HTTPException(status_code=404, detail=NOT_FOUND)
+        raise SignInRequired(request.url.path)
+    return user
+
+
+def member_group(
+    group_id: str,
+    user: Annotated[LinkedAccount, Depends(require_user)],
+    groups: Annotated[GroupStore, Depends(get_groups)],
+) -> Group:
+    group = groups.for_member(group_id, user.user_id)
+    if group is None:
+        raise HTTPException(status_code=404, detail=NOT_FOUND)
+    return group
+
+
+def require_admin(
+    user: Annotated[LinkedAccount, Depends(require_user)],
+    settings: Annotated[Settings, Depends(get_settings_dep)],
+) -> LinkedAccount:
+    if user.user_id not in settings.admin_users:
+        raise HTTPException(status_code=404, detail=NOT_FOUND)
+    return user
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 DatabaseDep = Annotated[Database[dict[str, Any]], Depends(get_database)]
 AccountsDep = Annotated[AccountStore, Depends(get_accounts)]
+GroupsDep = Annotated[GroupStore, Depends(get_groups)]
 OptionalUser = Annotated[LinkedAccount | None, Depends(get_current_user)]
+CurrentUser = Annotated[LinkedAccount, Depends(require_user)]
+MemberGroup = Annotated[Group, Depends(member_group)]
+AdminUser = Annotated[LinkedAccount, Depends(require_admin)]

@@ -1,10 +1,16 @@
-"""The one Jinja2 environment for ``templates/``, autoescaping every page."""
+"""The one Jinja2 environment for ``templates/``, autoescaping every page.
+
+Names come from Spotify and are untrusted: every template escapes, whatever its suffix, and
+no template marks anything ``safe``. The live feed's script writes names with ``textContent``.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
@@ -15,11 +21,51 @@ from api.security import csrf_token
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
+def minutes_text(minutes: float | int | None) -> str:
+    """``95.5`` → ``1 h 35 min``: how people say listening time."""
+    total = round(float(minutes or 0))
+    hours, rest = divmod(total, 60)
+    return f"{hours} h {rest} min" if hours else f"{rest} min"
+
+
+def clock(milliseconds: int | None) -> str:
+    seconds = (milliseconds or 0) // 1000
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "never"
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    if seconds < 60:
+        return "just now"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return "just now"
+
+
+def local_time(moment: datetime | None, zone: str = "UTC", fmt: str = "%H:%M") -> str:
+    if moment is None:
+        return ""
+    try:
+        return moment.astimezone(ZoneInfo(zone)).strftime(fmt)
+    except (KeyError, ValueError):
+        return moment.astimezone(UTC).strftime(fmt)
+
+
+def long_day(day: date | str) -> str:
+    value = date.fromisoformat(day) if isinstance(day, str) else day
+    return f"{value:%A} {value.day} {value:%B %Y}"
+
+
 @lru_cache(maxsize=1)
 def templates() -> Jinja2Templates:
     environment = Jinja2Templates(directory=str(TEMPLATES_DIR))
-    # Names come from Spotify and are untrusted: every template escapes, whatever its suffix.
     environment.env.autoescape = True
+    environment.env.filters.update(
+        minutes_text=minutes_text, clock=clock, ago=ago, local_time=local_time, long_day=long_day
+    )
     return environment
 
 

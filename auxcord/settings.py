@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     """Signs cookies and encrypts tokens. Generated into the data dir in dev when unset."""
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Spotify user ids that may open the admin/health page (comma-separated), for example the
+    self-hoster's own account."""
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -167,6 +170,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"not valid JSON ({exc.msg})") from exc
         return value
 
+    @field_validator("admin_users", mode="before")
+    @classmethod
+    def _parse_admins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [user.strip() for user in value.split(",") if user.strip()]
+        return value
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
@@ -198,6 +208,8 @@ class Settings(BaseSettings):
             variable = str(choices[0]) if choices else ENV_PREFIX + name.upper()
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif name == "admin_users":
+                value = ",".join(value)
             elif isinstance(value, list):
                 value = json.dumps([app.as_json() for app in value])
             environment[variable] = str(value)

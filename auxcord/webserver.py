@@ -26,7 +26,10 @@ def _server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Server, s
         raise AuxcordError(
             f"the web app cannot listen on {host}:{port} ({exc.strerror}); set AUXCORD_API_PORT"
         ) from exc
-    config = uvicorn.Config(create_app(settings), log_level="warning", proxy_headers=True)
+    # Open live feeds (Server-Sent Events) never end by themselves: cut them on shutdown.
+    config = uvicorn.Config(
+        create_app(settings), log_level="warning", proxy_headers=True, timeout_graceful_shutdown=2
+    )
     return uvicorn.Server(config), listener
 
 

@@ -19,6 +19,7 @@ from auxcord.clients import mongo_client
 from auxcord.settings import Settings, SpotifyApp, get_settings, load_settings
 from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from auxcord.stack import LocalStack, free_port, settings_on_free_ports
+from tests.api.world import World, seed_world
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -130,3 +131,26 @@ def link_world(test_settings: Settings) -> Iterator[LinkWorld]:
         )
         with serve_in_thread(settings, "127.0.0.1", port) as base:
             yield LinkWorld(sim, settings, base)
+
+
+@pytest.fixture(scope="session")
+def world(stack_settings: Settings, spark: SparkSession) -> Iterator[World]:
+    """One seeded dashboard for the session (see tests.api.world): aggregating it costs a Spark
+    job, so tests share it and only read from it; tests that change groups make their own."""
+    from auxcord.webserver import serve_in_thread
+    from tests.analytics.test_daily import FIRST, LAST
+
+    name = "auxcord_dashboard_world"
+    settings = stack_settings.model_copy(
+        update={
+            "mongodb_uri": stack_settings.mongodb_uri.replace("/auxcord?", f"/{name}?"),
+            "admin_users": ["cy"],
+        }
+    )
+    with mongo_client(settings) as client:
+        client.drop_database(name)
+    seed_world(settings, spark)
+    with serve_in_thread(settings, "127.0.0.1", free_port()) as base:
+        yield World(settings=settings, base=base, first=FIRST, last=LAST)
+    with mongo_client(settings) as client:
+        client.drop_database(name)

@@ -119,7 +119,14 @@ def callback(
     )
     request.session["user_id"] = profile["id"]
     log.info("user linked", extra={"user_id": profile["id"], "client_id": pending.client_id})
-    return RedirectResponse("/", 303)
+    return RedirectResponse(_next_path(request.session.pop("next", None)), 303)
+
+
+def _next_path(candidate: object) -> str:
+    """Where to go after sign-in: a path on this site only (never ``//elsewhere``)."""
+    if isinstance(candidate, str) and candidate.startswith("/") and not candidate.startswith("//"):
+        return candidate
+    return "/"
 
 
 @router.post("/logout")

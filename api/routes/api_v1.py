@@ -1,0 +1,221 @@
+"""The JSON API under ``/api/v1``: everything the pages show, from the same reads.
+
+Authorisation is the pages' (:data:`~api.deps.MemberGroup`): a stranger or an anonymous client
+gets 404 for any group URL. Lists are paginated with ``limit`` and a cursor (``before`` for
+listens, ``offset`` for groups).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+
+from analytics.periods import period_key
+from api import reads
+from api.deps import NOT_FOUND, AdminUser, CurrentUser, DatabaseDep, GroupsDep, MemberGroup
+from api.routes.group_pages import DayQuery, PeriodQuery, default_day
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+class Me(BaseModel):
+    user_id: str
+    display_name: str
+    timezone: str
+    needs_reauth: bool
+
+
+class GroupSummary(BaseModel):
+    group_id: str
+    name: str
+    owner: str
+    members: list[str]
+
+
+class GroupPage(BaseModel):
+    items: list[GroupSummary]
+    next_offset: int | None
+
+
+class Person(BaseModel):
+    user_id: str
+    display_name: str
+    timezone: str
+    needs_reauth: bool
+
+
+class GroupDetail(GroupSummary):
+    people: list[Person]
+
+
+class NowPlaying(BaseModel):
+    user_id: str
+    state: str | None
+    is_playing: bool
+    track_name: str | None
+    artist_name: str | None
+    album_name: str | None
+    album_image_url: str | None
+    progress_ms: int | None
+    duration_ms: int | None
+    observed_at: datetime | None
+    started_at: datetime | None
+    expires_at: datetime | None
+
+
+class Listen(BaseModel):
+    user_id: str
+    track_id: str | None = None
+    track_name: str
+    artist_name: str
+    album_name: str | None = None
+    album_image_url: str | None = None
+    duration_ms: int
+    played_at: datetime
+
+
+class ListenPage(BaseModel):
+    items: list[Listen]
+    next_before: datetime | None
+
+
+class Stats(BaseModel):
+    period: str
+    key: str
+    day: date
+    found: bool
+    stats: dict[str, Any] | None
+
+
+class DayPoint(BaseModel):
+    day: date
+    plays: int
+    minutes: float
+
+
+def _summary(group: Any) -> GroupSummary:
+    return GroupSummary(
+        group_id=group.group_id, name=group.name, owner=group.owner, members=list(group.members)
+    )
+
+
+def _stats(period: str, day: date, document: dict[str, Any] | None) -> Stats:
+    if document is not None:
+        document = {k: v for k, v in document.items() if k != "_id"}
+    return Stats(
+        period=period, key=period_key(period, day), day=day,  # type: ignore[arg-type]
+        found=document is not None, stats=document,
+    )  # fmt: skip
+
+
+@router.get("/me")
+def me(user: CurrentUser) -> Me:
+    return Me(
+        user_id=user.user_id,
+        display_name=user.display_name,
+        timezone=user.timezone,
+        needs_reauth=user.needs_reauth,
+    )
+
+
+@router.get("/groups")
+def my_groups(
+    user: CurrentUser, groups: GroupsDep, limit: Limit = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> GroupPage:  # fmt: skip
+    mine = groups.groups_of(user.user_id)
+    page = mine[offset : offset + limit]
+    more = offset + limit < len(mine)
+    return GroupPage(
+        items=[_summary(g) for g in page], next_offset=offset + limit if more else None
+    )
+
+
+@router.get("/groups/{group_id}")
+def group_detail(group: MemberGroup, database: DatabaseDep) -> GroupDetail:
+    people = reads.people(database, group.members)
+    return GroupDetail(
+        **_summary(group).model_dump(), people=[Person(**p) for p in people.values()]
+    )
+
+
+@router.get("/groups/{group_id}/now-playing")
+def group_now_playing(group: MemberGroup, database: DatabaseDep) -> list[NowPlaying]:
+    return [NowPlaying(**item) for item in reads.now_playing(database, group)]
+
+
+@router.get("/groups/{group_id}/listens")
+def group_listens(
+    group: MemberGroup, database: DatabaseDep, before: datetime | None = None, limit: Limit = 30
+) -> ListenPage:
+    listens = reads.recent_listens(database, group, before=before, limit=limit)
+    return ListenPage(
+        items=[Listen(**listen) for listen in listens],
+        next_before=listens[-1]["played_at"] if len(listens) == limit else None,
+    )
+
+
+@router.get("/groups/{group_id}/stats")
+def group_stats(
+    user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    period: PeriodQuery = "day", day: DayQuery = None,
+) -> Stats:  # fmt: skip
+    """Leaderboards, top tracks and artists, same songs (days) and taste-match."""
+    day = day or default_day(database, group, user)
+    return _stats(period, day, reads.group_stats(database, group, period, day))
+
+
+@router.get("/groups/{group_id}/members/{member_id}/stats")
+def member_stats(
+    member_id: str, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    period: PeriodQuery = "month", day: DayQuery = None,
+) -> Stats:  # fmt: skip
+    if member_id not in group.members:
+        raise HTTPException(status_code=404, detail=NOT_FOUND)
+    day = day or default_day(database, group, user)
+    return _stats(period, day, reads.member_stats(database, member_id, period, day))
+
+
+@router.get("/groups/{group_id}/members/{member_id}/days")
+def member_days(
+    member_id: str, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    last: DayQuery = None, days: Annotated[int, Query(ge=1, le=366)] = 30,
+) -> list[DayPoint]:  # fmt: skip
+    """Plays and minutes per day for the ``days`` days ending at ``last``."""
+    if member_id not in group.members:
+        raise HTTPException(status_code=404, detail=NOT_FOUND)
+    last = last or default_day(database, group, user)
+    first = last - timedelta(days=days - 1)
+    return [DayPoint(**point) for point in reads.member_days(database, member_id, first, last)]
+
+
+@router.get("/groups/{group_id}/recommendations")
+def my_recommendations(
+    user: CurrentUser, group: MemberGroup, database: DatabaseDep
+) -> dict[str, Any]:
+    """The signed-in member's newest recommendations; friends outside this group are counted,
+    not named."""
+    return reads.recommendations(database, user.user_id, group)
+
+
+@router.get("/groups/{group_id}/recap/{year}")
+def group_recap(group: MemberGroup, database: DatabaseDep, year: int) -> dict[str, Any]:
+    found = reads.group_recap(database, group, year)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"No recap for {year} yet.")
+    return {k: v for k, v in found.items() if k != "_id"}
+
+
+@router.get("/admin/health")
+def admin_health(user: AdminUser, database: DatabaseDep) -> dict[str, Any]:
+    health = reads.health(database)
+    health["pipeline_status"] = {
+        key: {k: v for k, v in doc.items() if k != "_id"}
+        for key, doc in health["pipeline_status"].items()
+    }
+    return health

@@ -1,0 +1,250 @@
+"""A group's pages: the live feed, leaderboards, member profiles, taste-match, recommendations
+and the yearly recap. Each reads precomputed documents through :mod:`api.reads`."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from analytics.periods import PERIOD_NAMES, Period, period_days, period_key
+from api import charts, reads
+from api.deps import NOT_FOUND, CurrentUser, DatabaseDep, MemberGroup
+from api.live import feed_events
+from api.templating import render
+from auxcord.accounts import LinkedAccount
+from auxcord.groups import Group
+
+router = APIRouter(prefix="/groups/{group_id}", tags=["group pages"])
+
+PeriodQuery = Annotated[Period, Query(description="day, week, month, year or all")]
+DayQuery = Annotated[date | None, Query(description="A day in the period (YYYY-MM-DD)")]
+PROFILE_CHART_DAYS = 30
+
+
+def viewer_today(user: LinkedAccount) -> date:
+    return datetime.now(ZoneInfo(user.timezone)).date()
+
+
+def default_day(database: reads.Db, group: Group, user: LinkedAccount) -> date:
+    """Where a leaderboard opens: the newest aggregated day, else the viewer's today."""
+    return reads.latest_group_day(database, group) or viewer_today(user)
+
+
+def step(period: Period, day: date, direction: int) -> date | None:
+    """The day in the previous (-1) or next (+1) period."""
+    if period == "all":
+        return None
+    if period in ("day", "week"):
+        return day + timedelta(days=direction * (1 if period == "day" else 7))
+    if period == "month":
+        month = day.month - 1 + direction
+        return date(day.year + month // 12, month % 12 + 1, 1)
+    return date(day.year + direction, 1, 1)
+
+
+def period_title(period: Period, day: date) -> str:
+    key = period_key(period, day)
+    if period == "day":
+        return f"{day:%A} {day.day} {day:%B %Y}"
+    if period == "week":
+        monday = date.fromisoformat(key.removeprefix("week:"))
+        return f"Week of {monday.day} {monday:%B %Y}"
+    if period == "month":
+        return f"{day:%B %Y}"
+    if period == "year":
+        return str(day.year)
+    return "All time"
+
+
+def _nav(group: Group, page: str, period: Period, day: date) -> dict[str, Any]:
+    previous, following = step(period, day, -1), step(period, day, +1)
+    return {
+        "period": period,
+        "day": day,
+        "periods": PERIOD_NAMES,
+        "title": period_title(period, day),
+        "previous": previous,
+        "next": following,
+        "base": f"/groups/{group.group_id}/{page}",
+    }
+
+
+@router.get("")
+def group_home(
+    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep
+) -> Response:
+    names = reads.people(database, group.members)
+    return render(
+        request,
+        "group_home.html",
+        {
+            "group": group,
+            "names": names,
+            "feed": reads.now_playing(database, group),
+            "listens": reads.recent_listens(database, group),
+            "viewer_zone": user.timezone,
+            "flash": request.session.pop("flash", None),
+        },
+    )
+
+
+@router.get("/listens")
+def more_listens(
+    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    before: datetime,
+) -> Response:  # fmt: skip
+    """The next page of recent listens, as a fragment the page appends (or a page without JS)."""
+    return render(
+        request,
+        "listens_page.html",
+        {
+            "group": group,
+            "names": reads.people(database, group.members),
+            "listens": reads.recent_listens(database, group, before=before),
+            "viewer_zone": user.timezone,
+        },
+    )
+
+
+@router.get("/live")
+async def live_feed(request: Request, group: MemberGroup, database: DatabaseDep) -> Response:
+    """Server-Sent Events: the group's "listening now" feed, re-sent whenever it changes."""
+
+    async def read() -> list[dict[str, Any]]:
+        feed = await run_in_threadpool(reads.now_playing, database, group)
+        return feed
+
+    return StreamingResponse(
+        feed_events(request.app.state.now_playing_signal, read, request.is_disconnected),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/leaderboard")
+def leaderboard(
+    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    period: PeriodQuery = "day", day: DayQuery = None,
+) -> Response:  # fmt: skip
+    day = day or default_day(database, group, user)
+    stats = reads.group_stats(database, group, period, day)
+    names = reads.people(database, group.members)
+    boards = {}
+    for board, entries in ((stats or {}).get("leaderboards") or {}).items():
+        top = max((float(entry["value"]) for entry in entries), default=0) or 1.0
+        boards[board] = [
+            {**entry, "share": round(float(entry["value"]) / top, 4)} for entry in entries
+        ]
+    shared = (stats or {}).get("same_songs")
+    if shared is None and stats is not None:
+        shared = [track for track in stats.get("top_tracks", []) if track.get("listeners", 0) > 1]
+    return render(
+        request,
+        "leaderboard.html",
+        {
+            "group": group,
+            "names": names,
+            "stats": stats,
+            "boards": boards,
+            "shared": shared or [],
+            "nav": _nav(group, "leaderboard", period, day),
+        },
+    )
+
+
+@router.get("/members/{member_id}")
+def member_profile(
+    request: Request, member_id: str, user: CurrentUser, group: MemberGroup,
+    database: DatabaseDep, period: PeriodQuery = "month", day: DayQuery = None,
+) -> Response:  # fmt: skip
+    if member_id not in group.members:
+        raise HTTPException(status_code=404, detail=NOT_FOUND)
+    day = day or default_day(database, group, user)
+    person = reads.people(database, [member_id])[member_id]
+    stats = reads.member_stats(database, member_id, period, day)
+    first, last = period_days(period, day, PROFILE_CHART_DAYS)
+    days = reads.member_days(database, member_id, first, last)
+    bars = charts.column_chart(
+        [d["minutes"] for d in days], charts.day_labels([d["day"] for d in days])
+    )
+    hours = list((stats or {}).get("hours") or [0] * 24)
+    top_hour = max(hours, default=0)
+    return render(
+        request,
+        "member.html",
+        {
+            "group": group,
+            "person": person,
+            "stats": stats,
+            "bars": bars,
+            "chart_total": sum(d["minutes"] for d in days),
+            "chart_range": (first, last),
+            "label_every": max(1, len(bars) // 5),
+            "hours": [(hour, n, charts.intensity(n, top_hour)) for hour, n in enumerate(hours)],
+            "nav": _nav(group, f"members/{member_id}", period, day),
+        },
+    )
+
+
+@router.get("/taste")
+def taste_match(
+    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    period: PeriodQuery = "all", day: DayQuery = None,
+) -> Response:  # fmt: skip
+    day = day or default_day(database, group, user)
+    stats = reads.group_stats(database, group, period, day)
+    names = reads.people(database, group.members)
+    members = sorted(group.members, key=lambda member: names[member]["display_name"].casefold())
+    pairs = list((stats or {}).get("taste_match") or [])
+    return render(
+        request,
+        "taste.html",
+        {
+            "group": group,
+            "names": names,
+            "members": members,
+            "cells": charts.match_matrix(members, pairs),
+            "pairs": pairs,
+            "nav": _nav(group, "taste", period, day),
+        },
+    )
+
+
+@router.get("/recommendations")
+def recommendations(
+    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep
+) -> Response:
+    return render(
+        request,
+        "recommendations.html",
+        {
+            "group": group,
+            "names": reads.people(database, group.members),
+            "run": reads.recommendations(database, user.user_id, group),
+        },
+    )
+
+
+@router.get("/recap")
+def recap(
+    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+) -> Response:  # fmt: skip
+    years = reads.recap_years(database, group)
+    chosen = year or (years[0] if years else datetime.now(UTC).year)
+    return render(
+        request,
+        "recap.html",
+        {
+            "group": group,
+            "names": reads.people(database, group.members),
+            "recap": reads.group_recap(database, group, chosen),
+            "year": chosen,
+            "years": years,
+        },
+    )

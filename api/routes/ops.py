@@ -1,0 +1,34 @@
+"""Operations: liveness, Prometheus metrics, and the self-hoster's health page."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import reads
+from api.deps import AdminUser, DatabaseDep
+from api.templating import render
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", include_in_schema=False)
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
+
+
+@router.get("/admin")
+def admin(request: Request, user: AdminUser, database: DatabaseDep) -> Response:
+    return render(
+        request,
+        "admin.html",
+        {"health": reads.health(database), "live_mode": request.app.state.now_playing_signal.mode},
+    )
