@@ -23,6 +23,7 @@ from auxcord.errors import AuxcordError
 from auxcord.settings import get_settings
 from auxcord.simulator.cli import simulate_command
 from producers.cli import poll_command
+from producers.import_cli import import_command
 from streaming.cli import stream_command
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def _root(
 app.command("simulate")(simulate_command)
 app.command("recommend")(recommend_command)
 app.command("poll")(poll_command)
+app.command("import")(import_command)
 app.command("stream")(stream_command)
 app.command("aggregate")(aggregate_command)
 app.command("backfill")(backfill_command)

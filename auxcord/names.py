@@ -37,6 +37,7 @@ class Collection(StrEnum):
     # Ingestion (producers, streaming).
     POLL_STATE = "poll_state"
     POLLER_LEASES = "poller_leases"
+    HISTORY_IMPORTS = "history_imports"
     LISTENS = "listens"
     NOW_PLAYING = "now_playing"
     DEAD_LETTERS = "dead_letters"

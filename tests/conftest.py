@@ -11,11 +11,12 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from auxcord.clients import mongo_client
+from auxcord.clients import ensure_bucket, ensure_topics, mongo_client
 from auxcord.settings import Settings, SpotifyApp, get_settings, load_settings
 from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from auxcord.stack import LocalStack, free_port, settings_on_free_ports
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 _database_numbers = itertools.count()
+_stream_numbers = itertools.count()
 
 
 def environment_of(settings: Settings) -> dict[str, str]:
@@ -154,3 +156,20 @@ def world(stack_settings: Settings, spark: SparkSession) -> Iterator[World]:
         yield World(settings=settings, base=base, first=FIRST, last=LAST)
     with mongo_client(settings) as client:
         client.drop_database(name)
+
+
+@pytest.fixture
+def stream_settings(test_settings: Settings, tmp_path: Path) -> Settings:
+    """A test's own topics, bucket, checkpoint and database, with quick micro-batches."""
+    number = f"{os.getpid()}x{next(_stream_numbers)}"
+    settings = test_settings.model_copy(
+        update={
+            "kafka_topic_prefix": f"stream{number}.",
+            "gcs_bucket": f"auxcord-stream-{number}",
+            "stream_checkpoint_dir": str(tmp_path / "checkpoint"),
+            "stream_trigger_seconds": 0.2,
+        }
+    )
+    ensure_topics(settings)
+    ensure_bucket(settings)
+    return settings

@@ -1,0 +1,154 @@
+"""``auxcord import``: a Spotify data export into the pipeline, stored and aggregated.
+
+Publishing is :func:`producers.history.import_history` (the dashboard's upload calls the same
+function); this command adds a progress bar, the report, and then, unless ``--no-aggregate``,
+:func:`producers.history.pipeline.store_and_aggregate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from auxcord.settings import get_settings
+from producers.history.report import ImportRefused, ImportReport
+
+console = Console()
+
+
+def import_command(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="The export: my_spotify_data.zip, Streaming_History_Audio_*.json or "
+            "StreamingHistory*.json files, or a directory holding them.",
+            show_default=False,
+        ),
+    ],
+    user: Annotated[
+        str, typer.Option("--user", help="The linked Spotify user id the history belongs to.")
+    ],
+    no_aggregate: Annotated[
+        bool,
+        typer.Option(
+            "--no-aggregate",
+            help="Only publish to Kafka; leave storing to `auxcord stream` and the days to "
+            "`auxcord backfill`.",
+        ),
+    ] = False,
+) -> None:
+    """Import a Spotify streaming-history export: plays of 30 s or more, once each, through
+    Kafka to MongoDB and GCS, then re-aggregate the days they fall on. Safe to re-run: a killed
+    import resumes where it stopped."""
+    from producers.history import import_sources
+    from producers.history.state import ImportStateStore
+
+    settings = get_settings()
+    with Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        reading = progress.add_task("reading rows", total=None)
+        publishing = progress.add_task("publishing", total=None, visible=False)
+
+        def on_progress(done: int, total: int | None) -> None:
+            if total is None:
+                progress.update(reading, completed=done)
+                return
+            _finish(progress, reading)
+            progress.update(publishing, visible=True, total=total, completed=done)
+
+        try:
+            report = import_sources(settings, paths, user, on_progress=on_progress)
+        except ImportRefused as refused:
+            progress.stop()
+            if refused.report is not None and refused.report.rows:
+                print_report(refused.report)
+            raise
+    print_report(report)
+    if no_aggregate:
+        if report.first_day is not None:
+            console.print(
+                "Published only. Once `auxcord stream` has stored them, run "
+                f"`auxcord backfill --from {report.first_day} --to <today>`."
+            )
+        return
+    from auxcord.clients import mongo_database
+    from producers.history.pipeline import store_and_aggregate
+
+    state = ImportStateStore(mongo_database(settings)).get(report.import_id) or {}
+    if state.get("status") == "aggregated":
+        console.print("This export was imported and aggregated before: nothing more to do.")
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+        result = store_and_aggregate(
+            settings, report, on_step=lambda step: progress.update(task, description=step)
+        )
+        progress.update(task, total=1, completed=1, description="done")
+    if result is None:
+        console.print("No new days to aggregate.")
+    else:
+        console.print(
+            f"Re-aggregated {result.first} to {result.last}: {result.user_days:,} user days, "
+            f"{result.group_days:,} group days."
+        )
+
+
+def _finish(progress: Progress, task: TaskID) -> None:
+    current = progress.tasks[task].completed
+    progress.update(task, total=current, completed=current)
+
+
+def print_report(report: ImportReport) -> None:
+    """The import's figures, then a sample of rejected rows with their reasons."""
+    table = Table(title=f"History import for {report.user_id}", show_header=False)
+    table.add_column("what")
+    table.add_column("rows", justify="right")
+    table.add_row("rows read", f"{report.rows:,}")
+    table.add_row("plays accepted (30 s or more)", f"{report.accepted:,}")
+    table.add_row("  of which podcast episodes", f"{report.podcasts:,}")
+    if report.minute_precision:
+        table.add_row("  of which legacy (to the minute)", f"{report.minute_precision:,}")
+        table.add_row("  legacy matched to a known play", f"{report.matched_by_minute:,}")
+    for reason, count in sorted(report.skipped.items()):
+        table.add_row(f"skipped: {reason}", f"{count:,}")
+    for reason, count in report.rejected.most_common():
+        table.add_row(f"[red]rejected: {reason}[/red]", f"{count:,}")
+    table.add_row("duplicates within the export", f"{report.duplicates:,}")
+    table.add_row("already stored (polling, earlier imports)", f"{report.already_stored:,}")
+    if report.resumed:
+        table.add_row("handled by an earlier, interrupted run", f"{report.resumed:,}")
+    table.add_row("[bold]published now[/bold]", f"[bold]{report.published:,}[/bold]")
+    if report.first_day is not None:
+        table.add_row(
+            f"local days affected ({report.timezone})",
+            f"{len(report.days):,}: {report.first_day} to {report.last_day}",
+        )
+    console.print(table)
+    if report.samples:
+        samples = Table(title=f"Sample of rejected rows ({len(report.samples)})")
+        for column in ("file", "row", "reason", "value", "record"):
+            samples.add_column(column, overflow="fold")
+        for sample in report.samples:
+            samples.add_row(
+                sample.file, str(sample.row), sample.reason, sample.detail, sample.record[:120]
+            )
+        console.print(samples)
