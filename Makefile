@@ -43,8 +43,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+BROWSER_WARNING := echo; echo "!!! BROWSER TESTS SKIPPED: Chromium is not installed, so the dashboard's end-to-end"; \
+	echo "!!! tests did not run. Install it and run again:  sudo apt-get install -y chromium"; echo
+
 pytest: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { $(BROWSER_WARNING); }
 	$(BIN)/pytest
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { $(BROWSER_WARNING); }
 
 stack-up: $(STAMP)
 	$(BIN)/auxcord stack up

@@ -65,7 +65,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.now_playing_signal.stop()
         client.close()
 
-    app = FastAPI(title="auxcord", version="0.1.0", lifespan=lifespan)
+    # No /docs or /redoc: they load scripts from a CDN, which the CSP (rightly) refuses. The
+    # schema itself is at /openapi.json.
+    app = FastAPI(
+        title="auxcord", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.database = client[settings.mongodb_database]
     app.state.cipher = TokenCipher(settings.secret_key_value())
@@ -85,8 +89,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_exception_handler(SignInRequired, _sign_in_first)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (home, auth, groups, group_pages, api_v1, ops):
-        app.include_router(module.router)
+    for module in (home, auth, groups, group_pages, ops):
+        app.include_router(module.router, include_in_schema=False)
+    # The OpenAPI schema describes the JSON API only; pages are for browsers.
+    app.include_router(api_v1.router)
     return app
 
 

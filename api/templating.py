@@ -72,7 +72,12 @@ def templates() -> Jinja2Templates:
 def render(
     request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
 ) -> Response:
-    page = {"csrf_token": csrf_token(request), "user_id": request.session.get("user_id")}
+    page = {
+        "csrf_token": csrf_token(request),
+        "user_id": request.session.get("user_id"),
+        # A one-time message from the action that redirected here.
+        "flash": request.session.pop("flash", None),
+    }
     return templates().TemplateResponse(
         request, name, {**page, **(context or {})}, status_code=status_code
     )

@@ -3,8 +3,9 @@
 Each component that lands adds its step here, so one command always shows the whole pipeline.
 Today: the local servers, the Spotify simulator, the web app, every simulated friend linked
 through the real sign-in flow, the pollers publishing their plays and now-playing changes to
-Kafka, the Spark streaming job storing them in MongoDB and GCS, and the daily aggregates of
-the demo group.
+Kafka, the Spark streaming job storing them in MongoDB and GCS, the daily aggregates and
+recommendations of the demo group, and the dashboard (live feed, leaderboards, taste-match,
+recap, admin health) for every friend.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ DEMO_USERS = 5
 DEMO_HISTORY_DAYS = 14
 DEMO_GROUP = "demo-friends"
 AGGREGATE_EVERY_S = 120
+FIRST_AGGREGATE_AFTER_S = 30
+"""Long enough for the pollers and the stream to store the friends' recent history."""
 DEMO_SPEED = 60.0
 DEMO_HEAD_START = timedelta(days=7)
 """Live simulation starts a week ago: at an hour a minute it reaches the present after about
@@ -40,7 +43,7 @@ three hours, and auxcord rejects plays from the future as implausible."""
 
 def run_demo(settings: Settings, console: Console) -> None:
     """Start everything, print where it runs, and keep serving until Ctrl-C."""
-    from auxcord.linking import link_simulated_users
+    from auxcord.linking import link_simulated_users, simulated_users
     from auxcord.simulator import SimulatorConfig, run_simulator_in_thread
     from auxcord.webserver import serve_in_thread
 
@@ -64,6 +67,11 @@ def run_demo(settings: Settings, console: Console) -> None:
             f"({DEMO_USERS} friends, {DEMO_HISTORY_DAYS} days of history, "
             f"an hour every minute)"
         )
+        if not settings.admin_users:
+            # The self-hoster sets AUXCORD_ADMIN_USERS; in the demo the first friend is admin.
+            settings = settings.model_copy(
+                update={"admin_users": [simulated_users(settings)[0]["user_id"]]}
+            )
         dashboard = running.enter_context(
             serve_in_thread(settings, settings.api_host, settings.api_port)
         )
@@ -82,7 +90,7 @@ def run_demo(settings: Settings, console: Console) -> None:
             target=_aggregate_every, args=(settings, spark, stop), name="aggregates", daemon=True
         ).start()
         console.print(
-            f"[dim]·[/dim] daily aggregates for group {DEMO_GROUP!r} every "
+            f"[dim]·[/dim] daily aggregates and recommendations for group {DEMO_GROUP!r} every "
             f"{AGGREGATE_EVERY_S // 60} minutes (then try `auxcord sql` on group_daily)"
         )
 
@@ -108,9 +116,13 @@ def run_demo(settings: Settings, console: Console) -> None:
             f"checkpoint {settings.stream_checkpoint}",
         )
         table.add_row("Linked friends", ", ".join(user.display_name for user in linked))
+        table.add_row("Admin (health page)", ", ".join(settings.admin_users))
         console.print(table)
         console.print(
-            "Open the dashboard and sign in as any simulated friend. "
+            f"Open {dashboard}/, press [bold]Sign in with Spotify[/bold] and pick any friend on "
+            f"the simulator's page: group {DEMO_GROUP!r} shows who is listening now (live), "
+            "recent listens, and after the first aggregates the leaderboards, taste-match, "
+            f"recap and recommendations. {linked[0].display_name} also sees /admin. "
             "Ctrl-C ends the demo; [bold]make stack-down[/bold] stops the servers."
         )
         try:
@@ -147,17 +159,20 @@ def _ensure_demo_group(settings: Settings, members: list[str]) -> None:
 
 
 def _aggregate_every(settings: Settings, spark: SparkSession, stop: threading.Event) -> None:
-    """Aggregate every day that has listens, now and then: the nightly DAG's work, sped up to
-    the simulator's pace."""
+    """Aggregate every day that has listens, then recommend, now and then: the nightly DAGs'
+    work, sped up to the simulator's pace."""
     import logging
 
     from analytics.aggregate import aggregate_days
+    from analytics.recommend.runner import run_recommendations
     from auxcord.clients import mongo_database
     from auxcord.errors import AuxcordError
     from auxcord.names import Collection
 
     listens = mongo_database(settings)[Collection.LISTENS]
-    while not stop.wait(AGGREGATE_EVERY_S):
+    wait = FIRST_AGGREGATE_AFTER_S
+    while not stop.wait(wait):
+        wait = AGGREGATE_EVERY_S
         oldest = listens.find_one({}, sort=[("played_at", 1)])
         newest = listens.find_one({}, sort=[("played_at", -1)])
         if oldest is None or newest is None:
@@ -169,6 +184,7 @@ def _aggregate_every(settings: Settings, spark: SparkSession, stop: threading.Ev
                 newest["played_at"].date() + timedelta(days=1),
                 spark=spark,
             )
+            run_recommendations(settings, spark=spark)
         except AuxcordError as exc:
             logging.getLogger(__name__).warning("demo aggregates: %s", exc)
 

@@ -88,7 +88,6 @@ def group_home(
             "feed": reads.now_playing(database, group),
             "listens": reads.recent_listens(database, group),
             "viewer_zone": user.timezone,
-            "flash": request.session.pop("flash", None),
         },
     )
 

@@ -22,7 +22,6 @@ def home(
             "user": user,
             "groups": groups.groups_of(user.user_id) if user else [],
             "is_admin": bool(user and user.user_id in settings.admin_users),
-            "flash": request.session.pop("flash", None),
             "signin_needed": request.session.get("next") and not user,
         },
     )

@@ -28,9 +28,7 @@ def signed_in(chromium: Browser, world: World, user_id: str) -> BrowserContext:
     context = chromium.new_context(viewport={"width": 1200, "height": 900})
     cookie = session_cookie(world.settings, {"user_id": user_id, "csrf": "x"})
     host = urlsplit(world.base).hostname or "127.0.0.1"
-    context.add_cookies(
-        [{"name": "auxcord_session", "value": cookie, "domain": host, "path": "/"}]
-    )
+    context.add_cookies([{"name": "auxcord_session", "value": cookie, "domain": host, "path": "/"}])
     return context
 
 
