@@ -14,10 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from api.deps import SignInRequired
+from api.imports import ImportJobs
 from api.live import ChangeSignal
 from api.metrics import MetricsMiddleware, WebMetrics
 from api.oauth_states import OAuthStates
-from api.routes import api_v1, auth, group_pages, groups, home, ops
+from api.routes import api_v1, auth, group_pages, groups, home, imports, ops
 from api.security import SecurityHeaders, auth_limiter
 from auxcord.clients import mongo_client
 from auxcord.errors import ConfigError
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.auth_limiter = auth_limiter()
     app.state.now_playing_signal = ChangeSignal(app.state.database[Collection.NOW_PLAYING])
     app.state.metrics = WebMetrics(app.state.database)
+    app.state.import_jobs = ImportJobs(settings)
     accounts_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.spotify_api_base))
     app.add_middleware(SecurityHeaders, image_sources=f"{accounts_origin} https://i.scdn.co")
     app.add_middleware(
@@ -89,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_exception_handler(SignInRequired, _sign_in_first)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (home, auth, groups, group_pages, ops):
+    for module in (home, auth, groups, group_pages, imports, ops):
         app.include_router(module.router, include_in_schema=False)
     # The OpenAPI schema describes the JSON API only; pages are for browsers.
     app.include_router(api_v1.router)

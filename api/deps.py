@@ -8,8 +8,10 @@ API clients get the same 404 as strangers.
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
+from cachetools import TTLCache
 from fastapi import Depends, HTTPException, Request
 from pymongo.database import Database
 
@@ -46,11 +48,25 @@ def get_groups(request: Request) -> GroupStore:
     return GroupStore(request.app.state.database)
 
 
+_accounts_cache: TTLCache[tuple[str, str], LinkedAccount | None] = TTLCache(maxsize=4096, ttl=5)
+_accounts_lock = threading.Lock()
+
+
 def get_current_user(request: Request) -> LinkedAccount | None:
+    """The signed-in account, read at most every 5 s per user: every page needs it, and a
+    changed account (re-linked, needs_reauth) shows within seconds. Memberships are never
+    cached: :func:`member_group` reads them on every request."""
     user_id = request.session.get("user_id")
     if not user_id:
         return None
-    return get_accounts(request).get(user_id)
+    key = (request.app.state.database.name, str(user_id))
+    with _accounts_lock:
+        if key in _accounts_cache:
+            return _accounts_cache[key]
+    account = get_accounts(request).get(user_id)
+    with _accounts_lock:
+        _accounts_cache[key] = account
+    return account
 
 
 def _is_api(request: Request) -> bool:

@@ -4,16 +4,14 @@ read from MongoDB at scrape time (so a scrape always sees the current state)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pymongo.database import Database
-from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import reads
 
@@ -57,22 +55,34 @@ class WebMetrics:
         self.registry.register(HealthCollector(database))
 
 
-class MetricsMiddleware(BaseHTTPMiddleware):
+class MetricsMiddleware:
     """Counts requests per route template (``/groups/{group_id}``), never per raw path, so
-    group ids and tokens stay out of the metrics."""
+    group ids and tokens stay out of the metrics. Plain ASGI, like SecurityHeaders."""
 
-    def __init__(self, app: object, metrics: WebMetrics) -> None:
-        super().__init__(app)  # type: ignore[arg-type]
+    def __init__(self, app: ASGIApp, metrics: WebMetrics) -> None:
+        self.app = app
         self.metrics = metrics
 
-    async def dispatch(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        self.metrics.requests.labels(name, str(response.status_code)).inc()
-        if response.media_type != "text/event-stream":
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
-        return response
+        status = 500
+        streaming = False
+
+        async def observe(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = dict(message.get("headers", []))
+                streaming = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, str(status)).inc()
+            if not streaming:
+                self.metrics.latency.labels(route).observe(time.perf_counter() - started)

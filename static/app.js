@@ -106,3 +106,44 @@ function startLiveFeed(feed) {
     if (items.some((item) => item.expires_at && Date.parse(item.expires_at) <= now)) render();
   }, 1000);
 }
+
+// A history import's page follows its progress until it is done or failed.
+document.addEventListener("DOMContentLoaded", () => {
+  const status = document.getElementById("import-status");
+  if (!status) return;
+  const words = {
+    reading: "Reading the export…", publishing: "Sending plays into the pipeline…",
+    storing: "Storing the plays and updating your stats…", done: "Done: your history is in.",
+    failed: "The import stopped.",
+  };
+  async function refresh() {
+    const response = await fetch(status.dataset.status, { headers: { Accept: "application/json" } });
+    if (!response.ok) return;
+    const job = await response.json();
+    status.dataset.stage = job.stage;
+    document.getElementById("import-stage").textContent = words[job.stage] || job.stage;
+    const bar = document.getElementById("import-progress");
+    if (job.total) { bar.max = job.total; bar.value = job.done; } else if (job.stage === "done") { bar.max = 1; bar.value = 1; }
+    document.getElementById("import-count").textContent = job.done + (job.total ? " of " + job.total : "") + " rows";
+    const error = document.getElementById("import-error");
+    error.hidden = !job.error;
+    error.textContent = job.error || "";
+    if (job.report) {
+      const report = document.getElementById("import-report");
+      report.hidden = false;
+      for (const cell of report.querySelectorAll("[data-field]")) {
+        const field = cell.dataset.field;
+        cell.textContent = field === "days"
+          ? (job.report.first_day ? job.report.first_day + " to " + job.report.last_day : "")
+          : String(job.report[field]);
+      }
+      const reasons = document.getElementById("import-reasons");
+      const items = [];
+      for (const [reason, n] of Object.entries(job.report.skipped)) items.push("skipped, " + reason + ": " + n);
+      for (const [reason, n] of Object.entries(job.report.rejected)) items.push("rejected, " + reason + ": " + n);
+      reasons.replaceChildren(...items.map((text) => { const li = document.createElement("li"); li.textContent = text; return li; }));
+    }
+    if (job.stage !== "done" && job.stage !== "failed") setTimeout(refresh, 1000);
+  }
+  refresh();
+});

@@ -3,19 +3,22 @@ and the yearly recap. Each reads precomputed documents through :mod:`api.reads`.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
+from cachetools import TTLCache
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from analytics.periods import PERIOD_NAMES, Period, period_days, period_key
 from api import charts, reads
 from api.deps import NOT_FOUND, CurrentUser, DatabaseDep, MemberGroup
 from api.live import feed_events
-from api.templating import render
+from api.templating import render, templates
 from auxcord.accounts import LinkedAccount
 from auxcord.groups import Group
 
@@ -131,8 +134,33 @@ def leaderboard(
     period: PeriodQuery = "day", day: DayQuery = None,
 ) -> Response:  # fmt: skip
     day = day or default_day(database, group, user)
+    nav = _nav(group, "leaderboard", period, day)
+    key = (database.name, group.group_id, group.members, period, day)
+    with _bodies_lock:
+        body = _leaderboard_bodies.get(key)
+    if body is None:
+        # Safe: the output of an autoescaping template, not a string from anywhere else.
+        body = Markup(  # noqa: S704
+            templates()
+            .get_template("leaderboard_body.html")
+            .render(_leaderboard_context(database, group, period, day, nav))
+        )
+        with _bodies_lock:
+            _leaderboard_bodies[key] = body
+    return render(request, "leaderboard.html", {"group": group, "nav": nav, "body": body})
+
+
+_leaderboard_bodies: TTLCache[tuple[Any, ...], Markup] = TTLCache(maxsize=2048, ttl=30)
+"""Rendered leaderboards. Their documents change only when the daily job runs, and rendering
+fifty members' boards is most of a request's cost, so a page is kept for 30 s per group,
+members and day (the same for every member: nothing in it depends on the viewer)."""
+_bodies_lock = threading.Lock()
+
+
+def _leaderboard_context(
+    database: reads.Db, group: Group, period: Period, day: date, nav: dict[str, Any]
+) -> dict[str, Any]:
     stats = reads.group_stats(database, group, period, day)
-    names = reads.people(database, group.members)
     boards = {}
     for board, entries in ((stats or {}).get("leaderboards") or {}).items():
         top = max((float(entry["value"]) for entry in entries), default=0) or 1.0
@@ -142,18 +170,14 @@ def leaderboard(
     shared = (stats or {}).get("same_songs")
     if shared is None and stats is not None:
         shared = [track for track in stats.get("top_tracks", []) if track.get("listeners", 0) > 1]
-    return render(
-        request,
-        "leaderboard.html",
-        {
-            "group": group,
-            "names": names,
-            "stats": stats,
-            "boards": boards,
-            "shared": shared or [],
-            "nav": _nav(group, "leaderboard", period, day),
-        },
-    )
+    return {
+        "group": group,
+        "names": reads.people(database, group.members),
+        "stats": stats,
+        "boards": boards,
+        "shared": shared or [],
+        "nav": nav,
+    }
 
 
 @router.get("/members/{member_id}")

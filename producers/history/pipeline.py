@@ -119,6 +119,24 @@ def deliver(
     return "streamed"
 
 
+def current_listen_ends(settings: Settings) -> dict[int, int]:
+    """Each partition's next offset on the listens topic, now."""
+    from streaming.kafka_source import WatermarkReader
+
+    topic = settings.topic(Topic.LISTENS)
+    options = {
+        "bootstrap": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    ends = WatermarkReader(options, [topic]).read()
+    return {
+        int(partition): end
+        for key, partitions in ends.items()
+        if key.split("@")[0] == topic
+        for partition, end in partitions.items()
+    }
+
+
 def aggregation_range(settings: Settings, report: ImportReport) -> tuple[date, date] | None:
     """The local days to re-aggregate for ``report`` (see the module docstring)."""
     if report.first_day is None or report.last_day is None:
@@ -144,6 +162,12 @@ def store_and_aggregate(
     from auxcord.spark import build_spark_session
 
     session = spark
+    if not report.kafka_ends:
+        # A resumed import may have published everything in an earlier run, which stopped
+        # before its plays were stored: wait for all of the topic as it is now, which holds them.
+        state = ImportStateStore(mongo_database(settings)).get(report.import_id) or {}
+        if state.get("cursor", 0) > 0:
+            report.kafka_ends = current_listen_ends(settings)
     try:
         if report.kafka_ends and not _covered(settings, _status(settings), report.kafka_ends):
             session = session or build_spark_session(settings, "auxcord-import")

@@ -8,9 +8,7 @@ simulator instead.
 
 from __future__ import annotations
 
-import json
 import re
-from base64 import b64encode
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +16,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from itsdangerous import TimestampSigner
 
 from analytics.aggregate import aggregate_days
+from api.security import session_cookie as signed_session
 from auxcord.accounts import AccountStore
 from auxcord.clients import mongo_database
 from auxcord.events import ListenEvent
@@ -97,9 +95,7 @@ def seed_world(settings: Settings, spark: SparkSession) -> None:
 
 
 def session_cookie(settings: Settings, session: dict[str, Any]) -> str:
-    """The cookie Starlette's SessionMiddleware would set for ``session``."""
-    data = b64encode(json.dumps(session).encode())
-    return TimestampSigner(settings.secret_key_value()).sign(data).decode()
+    return signed_session(settings.secret_key_value(), session)
 
 
 @contextmanager
