@@ -150,10 +150,10 @@ def leaderboard(
     return render(request, "leaderboard.html", {"group": group, "nav": nav, "body": body})
 
 
-_leaderboard_bodies: TTLCache[tuple[Any, ...], Markup] = TTLCache(maxsize=2048, ttl=30)
-"""Rendered leaderboards. Their documents change only when the daily job runs, and rendering
-fifty members' boards is most of a request's cost, so a page is kept for 30 s per group,
-members and day (the same for every member: nothing in it depends on the viewer)."""
+_leaderboard_bodies: TTLCache[tuple[Any, ...], Markup] = TTLCache(maxsize=2048, ttl=120)
+"""Rendered leaderboards. Their documents change only when the daily job runs (nightly), and
+rendering fifty members' boards is most of a request's cost, so a page is kept for two minutes
+per group, members and day (the same for every member: nothing in it depends on the viewer)."""
 _bodies_lock = threading.Lock()
 
 
