@@ -344,6 +344,13 @@ def group_daily_stats(
             "top_tracks",
             "top_artists",
             F.coalesce("same_songs", empty).alias("same_songs"),
-            "taste_match",
+            empty_if_missing(matches, "taste_match"),
         )
     )
+
+
+def empty_if_missing(frame: DataFrame, column: str) -> Column:
+    """``column`` of a left-joined ``frame``, with an empty array where the join found nothing
+    (a group where one member listened has no pairs): the documents keep one shape, and Arrow
+    refuses nulls in a column Spark declared non-nullable."""
+    return F.coalesce(F.col(column), F.array().cast(frame.schema[column].dataType)).alias(column)

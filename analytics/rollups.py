@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from analytics.daily import ranked_top, taste_match
+from analytics.daily import empty_if_missing, ranked_top, taste_match
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -145,6 +145,7 @@ def group_rollups(periodic: DataFrame, rollups: DataFrame, memberships: DataFram
         )
         .join(ranked_top(group_artists, by, ["artist_name", "listeners"], "top_artists"), by)
         .join(matches, by, "left")
+        .withColumn("taste_match", empty_if_missing(matches, "taste_match"))
     )
 
 
@@ -170,6 +171,6 @@ def group_recaps(group_rollup: DataFrame, periodic: DataFrame, memberships: Data
         F.col("leaderboards.minutes")[0].alias("most_minutes"),
         F.col("leaderboards.discoveries")[0].alias("most_discoveries"),
         F.col("leaderboards.streak")[0].alias("longest_streak"),
-        F.col("taste_match")[0].alias("best_match"),
+        F.get("taste_match", 0).alias("best_match"),
         "busiest_day",
     )

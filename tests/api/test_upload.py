@@ -1,0 +1,94 @@
+"""A history export uploaded from one's profile: progress, the report, and the plays stored and
+aggregated by the same pipeline as ``auxcord import``; nobody else can see the import."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from auxcord.accounts import AccountStore
+from auxcord.clients import mongo_database
+from auxcord.names import Collection
+from auxcord.settings import Settings
+from auxcord.stack import free_port
+from auxcord.tokens import TokenCipher
+from auxcord.webserver import serve_in_thread
+from tests.api.world import csrf_of, session_cookie
+
+FIXTURE = Path(__file__).resolve().parents[3] / "shared/fixtures/spotify-export"
+EXPORT = FIXTURE / "Streaming_History_Audio_2023.json"
+
+
+@pytest.fixture
+def uploader(stream_settings: Settings) -> Iterator[tuple[str, Settings]]:
+    database = mongo_database(stream_settings)
+    accounts = AccountStore(database, TokenCipher(stream_settings.secret_key_value()))
+    for user in ("uploader", "snoop"):
+        accounts.link(
+            user_id=user, display_name=user.title(), country="SE", timezone="Europe/Stockholm",
+            client_id="auxcord-local",
+            token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600, "scope": ""},
+        )  # fmt: skip
+    database[Collection.GROUPS].insert_one(
+        {"_id": "up", "name": "Uploaders", "members": ["uploader", "snoop"], "owner": "uploader"}
+    )
+    with serve_in_thread(stream_settings, "127.0.0.1", free_port()) as base:
+        yield base, stream_settings
+
+
+def client_for(base: str, settings: Settings, user: str) -> httpx.Client:
+    cookie = session_cookie(settings, {"user_id": user})
+    return httpx.Client(base_url=base, cookies={"auxcord_session": cookie}, timeout=30)
+
+
+def test_an_uploaded_export_is_reported_stored_and_aggregated(
+    uploader: tuple[str, Settings],
+) -> None:
+    base, settings = uploader
+    with client_for(base, settings, "uploader") as me, client_for(base, settings, "snoop") as snoop:
+        profile = me.get("/groups/up/members/uploader")
+        assert "Import your listening history" in profile.text
+        assert "Import your listening history" not in snoop.get("/groups/up/members/uploader").text
+        refused = me.post(
+            "/imports",
+            data={"csrf_token": csrf_of(profile.text)},
+            files={"export": ("notes.txt", b"hello", "text/plain")},
+        )
+        assert refused.status_code == 303
+        assert "Upload the export as Spotify sent it" in me.get("/").text
+
+        with EXPORT.open("rb") as export:
+            started = me.post(
+                "/imports",
+                data={"csrf_token": csrf_of(profile.text)},
+                files={"export": (EXPORT.name, export, "application/json")},
+            )
+        assert started.status_code == 303
+        page = started.headers["location"]
+        job_id = page.rsplit("/", 1)[1]
+        assert snoop.get(page).status_code == 404, "only the uploader sees the import"
+        assert snoop.get(f"/api/v1/imports/{job_id}").status_code == 404
+        deadline = time.monotonic() + 300
+        while (status := me.get(f"/api/v1/imports/{job_id}").json())["stage"] not in (
+            "done",
+            "failed",
+        ):
+            assert time.monotonic() < deadline, status
+            time.sleep(1)
+        assert status["stage"] == "done", status["error"]
+        assert "Done: your history is in." in me.get(page).text
+
+    report = status["report"]
+    assert report["accepted"] == 782, "the fixture's plays of 30 s or more (see its README)"
+    assert report["skipped"], "short and incognito rows are reported as skipped"
+    database = mongo_database(settings)
+    stored = database[Collection.LISTENS].count_documents({"user_id": "uploader"})
+    assert stored == 782, repr(status)[-3000:]
+    days = database[Collection.USER_DAILY].count_documents({"user_id": "uploader"})
+    assert days >= 100, "the imported days were aggregated"
+    group_days = database[Collection.GROUP_DAILY].count_documents({"group_id": "up"})
+    assert group_days == days, "the uploader's groups see the history too"
