@@ -162,7 +162,10 @@ def update_rollups(
         (Collection.GROUP_ROLLUPS, groups, "group_id", group_scope, {"period": {"$in": periods}}),
         (Collection.GROUP_RECAPS, recaps, "group_id", group_scope, {"year": {"$in": years}}),
     ):
-        rows: list[dict[str, Any]] = frame.toArrow().to_pylist()
+        # Rows, not Arrow: Spark declares some nested structs non-nullable that a left join
+        # leaves null (a group with one listener has no taste-match pair), and Arrow's
+        # conversion refuses them.
+        rows = [row.asDict(recursive=True) for row in frame.collect()]
         for row in rows:
             row["_id"] = f"{row[key]}:{row.get('period') or row['year']}"
         target = database[collection]

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from analytics.periods import period_key
 from api import reads
 from api.deps import NOT_FOUND, AdminUser, CurrentUser, DatabaseDep, GroupsDep, MemberGroup
-from api.routes.group_pages import DayQuery, PeriodQuery, default_day
+from api.routes.group_pages import BeforeQuery, DayQuery, PeriodQuery, default_day
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
@@ -151,7 +151,7 @@ def group_now_playing(group: MemberGroup, database: DatabaseDep) -> list[NowPlay
 
 @router.get("/groups/{group_id}/listens")
 def group_listens(
-    group: MemberGroup, database: DatabaseDep, before: datetime | None = None, limit: Limit = 30
+    group: MemberGroup, database: DatabaseDep, before: BeforeQuery = None, limit: Limit = 30
 ) -> ListenPage:
     listens = reads.recent_listens(database, group, before=before, limit=limit)
     return ListenPage(

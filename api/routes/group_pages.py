@@ -12,6 +12,7 @@ from cachetools import TTLCache
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from markupsafe import Markup
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from analytics.periods import PERIOD_NAMES, Period, period_days, period_key
@@ -25,7 +26,37 @@ from auxcord.groups import Group
 router = APIRouter(prefix="/groups/{group_id}", tags=["group pages"])
 
 PeriodQuery = Annotated[Period, Query(description="day, week, month, year or all")]
-DayQuery = Annotated[date | None, Query(description="A day in the period (YYYY-MM-DD)")]
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+"""Spotify did not exist before 2006; anything outside these years is a mistake, and a date
+near the ends of Python's range would overflow the period arithmetic."""
+
+
+def plausible_day(value: date) -> date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must be a day between {FIRST_YEAR} and {LAST_YEAR}")
+    return value
+
+
+def plausible_moment(value: datetime) -> datetime:
+    """A time in UTC between the plausible years (naive times are taken as UTC)."""
+    try:
+        moment = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("is out of range") from exc
+    plausible_day(moment.date())
+    return moment
+
+
+DayQuery = Annotated[
+    date | None,
+    AfterValidator(lambda value: value and plausible_day(value)),
+    Query(description="A day in the period (YYYY-MM-DD)"),
+]
+BeforeQuery = Annotated[
+    datetime | None,
+    AfterValidator(lambda value: value and plausible_moment(value)),
+    Query(description="Only listens that ended before this time (the previous page's last)"),
+]
 PROFILE_CHART_DAYS = 30
 
 
@@ -98,7 +129,7 @@ def group_home(
 @router.get("/listens")
 def more_listens(
     request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
-    before: datetime,
+    before: BeforeQuery = None,
 ) -> Response:  # fmt: skip
     """The next page of recent listens, as a fragment the page appends (or a page without JS)."""
     return render(
