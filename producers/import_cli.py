@@ -8,7 +8,7 @@ function); this command adds a progress bar, the report, and then, unless ``--no
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,7 +23,9 @@ from rich.progress import (
 from rich.table import Table
 
 from auxcord.settings import get_settings
-from producers.history.report import ImportRefused, ImportReport
+
+if TYPE_CHECKING:
+    from producers.history.report import ImportReport
 
 console = Console()
 
@@ -53,6 +55,7 @@ def import_command(
     Kafka to MongoDB and GCS, then re-aggregate the days they fall on. Safe to re-run: a killed
     import resumes where it stopped."""
     from producers.history import import_sources
+    from producers.history.report import ImportRefused
     from producers.history.state import ImportStateStore
 
     settings = get_settings()

@@ -48,9 +48,9 @@ class Limits:
 
     max_source_bytes: int = 2 << 30
     """An uploaded or given file (a zip, or one JSON file)."""
-    max_member_bytes: int = 64 << 20
+    max_member_bytes: int = 32 << 20
     """One JSON file, uncompressed. Also what bounds memory: the parser holds one token (a
-    string) whole, and a 64 MB one costs about four times that at its peak."""
+    string) whole, and a 32 MB one costs about four times that at its peak."""
     max_total_bytes: int = 4 << 30
     """Every JSON file of the import, uncompressed."""
     max_ratio: float = 100.0

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
+from playwright.sync_api import expect
 
 from analytics.aggregate import aggregate_days
 from auxcord.clients import ensure_bucket, ensure_topics, mongo_database
@@ -28,6 +29,8 @@ from tests.streaming.helpers import wait_for
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
     from pyspark.sql import SparkSession
+
+expect.set_options(timeout=60_000)  # generous on a loaded 2-core machine
 
 SPEED = 10.0
 """Ten simulated seconds per real second: the pollers' 30 s active interval becomes 3 s."""
@@ -90,7 +93,7 @@ def test_friends_sign_in_make_a_group_and_watch_each_other_live(
             alice.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
             alice.goto(base)
             sign_in(alice, base, first["user_id"])
-            assert alice.get_by_text(f"Hi {first['display_name']}").is_visible()
+            expect(alice.get_by_text(f"Hi {first['display_name']}")).to_be_visible()
             alice.get_by_label("New group").fill("Browser crew")
             alice.get_by_role("button", name="Create group").click()
             alice.get_by_role("button", name="Create an invitation link").click()
@@ -100,13 +103,13 @@ def test_friends_sign_in_make_a_group_and_watch_each_other_live(
 
             bob = bob_context.new_page()
             bob.goto(link)
-            assert bob.get_by_text("Sign in to see that page").is_visible()
+            expect(bob.get_by_text("Sign in to see that page")).to_be_visible()
             sign_in(bob, base, second["user_id"])
             bob.wait_for_url(f"**{urlsplit(link).path}")
             bob.screenshot(path=str(screenshots / "2-join.png"), full_page=True)
             bob.get_by_role("button", name="Join group").click()
             bob.wait_for_url(f"**{group_path}")
-            assert bob.get_by_role("heading", name="Browser crew").is_visible()
+            expect(bob.get_by_role("heading", name="Browser crew")).to_be_visible()
 
             # The live feed: the simulator changes bob's track; alice's page follows, no reload.
             alice.goto(base + group_path)
@@ -121,23 +124,33 @@ def test_friends_sign_in_make_a_group_and_watch_each_other_live(
 
             # Aggregate what the pipeline stored, as the nightly job would, then browse it.
             listens = mongo_database(settings)[Collection.LISTENS]
-            wait_for(lambda: listens.count_documents({}) >= 50, 90, "history to be stored")
+            friends = [first["user_id"], second["user_id"]]
+            wait_for(
+                lambda: all(listens.count_documents({"user_id": u}) >= 20 for u in friends),
+                90,
+                "both friends' recent history to be stored",
+            )
+            oldest = listens.find_one({}, sort=[("played_at", 1)])["played_at"].date()  # type: ignore[index]
             newest = listens.find_one({}, sort=[("played_at", -1)])["played_at"].date()  # type: ignore[index]
             aggregate_days(
-                settings, newest - timedelta(days=3), newest + timedelta(days=1), spark=spark
+                settings, oldest - timedelta(days=1), newest + timedelta(days=1), spark=spark
             )
             alice.get_by_role("link", name="Leaderboard").click()
             title = alice.locator(".period-title").inner_text()
+            # expect() retries until the next page has loaded; a plain read could see the last.
             alice.get_by_role("link", name="Previous").click()
-            assert alice.locator(".period-title").inner_text() != title
+            expect(alice.locator(".period-title")).not_to_have_text(title)
             alice.get_by_role("link", name="Next").click()
-            assert alice.locator(".period-title").inner_text() == title
-            assert alice.locator("[data-board='minutes'] li").count() >= 1
+            expect(alice.locator(".period-title")).to_have_text(title)
+            expect(alice.locator("[data-board='minutes'] li").first).to_be_visible()
             alice.screenshot(path=str(screenshots / "4-leaderboard.png"), full_page=True)
             alice.get_by_role("link", name="All time").click()
-            assert alice.locator("[data-board='plays'] li").count() == 2
+            alice.wait_for_url("**period=all**")
+            expect(alice.locator("[data-board='plays'] li")).to_have_count(2)
             alice.get_by_role("link", name="Taste-match").click()
-            assert alice.locator("#taste-matrix .score").count() == 2, "one score each way"
+            alice.wait_for_url("**/taste")
+            # One score each way between the two friends.
+            expect(alice.locator("#taste-matrix .score")).to_have_count(2)
             alice.screenshot(path=str(screenshots / "5-taste.png"), full_page=True)
         finally:
             alice_context.close()

@@ -269,10 +269,10 @@ def hostile_files(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("Streaming_History_Audio_2023_0.json", b"[" + b" " * (60 << 20) + b"]")
+        archive.writestr("Streaming_History_Audio_2023_0.json", b"[" + b" " * (30 << 20) + b"]")
     yield bomb, "zip bomb"
     nesting = tmp_path / "Streaming_History_Audio_2023_1.json"
-    nesting.write_bytes(b"[" * (50 << 20))
+    nesting.write_bytes(b"[" * (30 << 20))
     yield nesting, "nested more than"
     utf16 = tmp_path / "Streaming_History_Audio_2023_2.json"
     utf16.write_bytes(json.dumps([{"ts": "2023-01-01T00:00:00Z", "ms_played": 1}]).encode("utf-16"))
@@ -329,11 +329,11 @@ def test_the_cli_refuses_a_bomb_in_one_line_with_bounded_memory(
     import_settings: Settings, world: World, tmp_path: Path
 ) -> None:
     user_id = add_user(import_settings, world)
-    # One record holding a 63 MB string: about the largest token the caps let through.
+    # One record holding a 31 MB string: about the largest token the caps let through.
     path = tmp_path / "Streaming_History_Audio_2023_0.json"
     with path.open("wb") as handle:
         handle.write(b'[{"ts": "2023-01-01T00:00:00Z", "ms_played": 40000, "x": "')
-        for _ in range(63):
+        for _ in range(31):
             handle.write(b"a" * (1 << 20))
         handle.write(b'", "master_metadata_track_name": null}, 7]')
     result = subprocess.run(

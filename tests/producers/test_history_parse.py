@@ -241,12 +241,12 @@ def test_hostile_and_foreign_files_are_refused_clearly(tmp_path: Path) -> None:
     assert "not a readable zip" in refusal(truncated)
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("Streaming_History_Audio_2023_0.json", b"[" + b" " * (60 << 20) + b"]")
+        archive.writestr("Streaming_History_Audio_2023_0.json", b"[" + b" " * (30 << 20) + b"]")
     assert "zip bomb" in refusal(bomb)
     huge = tmp_path / "Streaming_History_Audio_2023_1.json"
     with huge.open("wb") as handle:
         handle.truncate(300 << 20)  # sparse: no disk used, no time spent
-    assert "over the 67,108,864-byte limit" in refusal(huge)
+    assert "over the 33,554,432-byte limit" in refusal(huge)
     nothing = tmp_path / "other.zip"
     with zipfile.ZipFile(nothing, "w") as archive:
         archive.writestr("Userdata.json", "{}")

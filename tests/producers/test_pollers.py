@@ -147,7 +147,20 @@ def finish_and_compare(world: PollWorld, start_ms: int, at_least: int) -> None:
     assert got <= expected_ids(truth), "Kafka holds plays that never happened"
 
 
-def test_no_loss_no_duplicates_through_faults_and_sigkill(poll_world: PollWorld) -> None:
+RESTART_SPEED = 1800.0
+"""A restart after SIGKILL takes a second or two, and at 3,600x a user finishes 50 plays (all
+that recently-played holds) in under 3 s: that tested the machine's speed, not the poller.
+At 1,800x the window holds about 6 s, still far shorter than a real restart allows (hours)."""
+
+
+@pytest.fixture
+def restart_world(test_settings: Settings) -> Iterator[PollWorld]:
+    with poll_world_at(test_settings, RESTART_SPEED, poller_id="poller-under-test") as world:
+        yield world
+
+
+def test_no_loss_no_duplicates_through_faults_and_sigkill(restart_world: PollWorld) -> None:
+    poll_world = restart_world
     sim = poll_world.sim
     start_ms = sim.clock.now_ms()
     poller = start_poller(poll_world.settings)
@@ -166,7 +179,7 @@ def test_no_loss_no_duplicates_through_faults_and_sigkill(poll_world: PollWorld)
     finally:
         poller.terminate()
         poller.wait(timeout=30)
-    finish_and_compare(poll_world, start_ms, at_least=100)
+    finish_and_compare(poll_world, start_ms, at_least=60)
     # The live feed got state changes too, and they validate.
     states = [NowPlayingEvent.from_json(v) for v in drain(poll_world.settings, Topic.NOW_PLAYING)]
     assert {"started", "track_changed"} <= {s.state for s in states}
