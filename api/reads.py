@@ -20,11 +20,11 @@ from pymongo.database import Database
 from analytics.periods import Period, period_key
 from auxcord.groups import Group
 from auxcord.names import Collection
+from producers.state import STALE_AFTER
 
 Db = Database[dict[str, Any]]
 
 RECENT_PAGE = 30
-STALE_AFTER = timedelta(minutes=10)
 
 
 def _aware(moment: datetime | None) -> datetime | None:

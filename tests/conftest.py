@@ -20,11 +20,12 @@ from auxcord.clients import ensure_bucket, ensure_topics, mongo_client
 from auxcord.settings import Settings, SpotifyApp, get_settings, load_settings
 from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from auxcord.stack import LocalStack, free_port, settings_on_free_ports
-from tests.api.world import World, seed_world
 
 if TYPE_CHECKING:
     from pymongo.database import Database
     from pyspark.sql import SparkSession
+
+    from tests.api.world import World
 
 _database_numbers = itertools.count()
 _stream_numbers = itertools.count()
@@ -139,8 +140,11 @@ def link_world(test_settings: Settings) -> Iterator[LinkWorld]:
 def world(stack_settings: Settings, spark: SparkSession) -> Iterator[World]:
     """One seeded dashboard for the session (see tests.api.world): aggregating it costs a Spark
     job, so tests share it and only read from it; tests that change groups make their own."""
+    # Imported here: the dashboard world pulls in Spark's Python side, which most test
+    # sessions never need at start-up.
     from auxcord.webserver import serve_in_thread
     from tests.analytics.test_daily import FIRST, LAST
+    from tests.api import world as dashboard
 
     name = "auxcord_dashboard_world"
     settings = stack_settings.model_copy(
@@ -151,9 +155,9 @@ def world(stack_settings: Settings, spark: SparkSession) -> Iterator[World]:
     )
     with mongo_client(settings) as client:
         client.drop_database(name)
-    seed_world(settings, spark)
+    dashboard.seed_world(settings, spark)
     with serve_in_thread(settings, "127.0.0.1", free_port()) as base:
-        yield World(settings=settings, base=base, first=FIRST, last=LAST)
+        yield dashboard.World(settings=settings, base=base, first=FIRST, last=LAST)
     with mongo_client(settings) as client:
         client.drop_database(name)
 
