@@ -2,13 +2,16 @@
 
 Scheduling is adaptive and budgeted:
 
-- currently-playing is read again when the current track should end (from its progress and
-  duration), at most :attr:`PollerConfig.active_s` apart while something plays, and every
-  :attr:`PollerConfig.idle_s` when nothing does.
+- While a track plays, currently-playing is read again just after the track should end (from
+  its progress and duration), so most track changes cost one read each. Skips and pauses
+  cannot be predicted: :attr:`PollerConfig.track_cap_s` bounds how late they are seen. When
+  nothing plays it is read every :attr:`PollerConfig.idle_s`, and more rarely once a user has
+  been quiet for a while.
 - A track change or a stop means a play just finished. recently-played (the authoritative
-  record) is read once a few such plays have gathered, soon after playback stops, and in any
-  case every :attr:`PollerConfig.recent_max_s`: 50 plays of at least 30 s take 25 minutes, so
-  the 50-item window can never overflow between two reads.
+  record: only it says when a play ended and whether it lasted the 30 s that make it a play)
+  is read once several such plays have gathered, soon after playback stops, and in any case
+  every :attr:`PollerConfig.recent_max_s`: 50 plays of at least 30 s take 25 minutes, so the
+  50-item window can never overflow between two reads.
 - recently-played is read from ``cursor - overlap``: Spotify's list lags, and a late item may
   carry an older played_at. Re-sent plays have the same event id, so they are harmless; ids
   published recently by this process are not even re-sent.
@@ -22,6 +25,7 @@ seconds, which only matters against the simulator running faster than real time.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import random
@@ -57,6 +61,10 @@ from producers.state import LeaseStore, PollStateStore
 
 log = logging.getLogger(__name__)
 
+_MAX_SLEEP_S = 0.25
+"""The poll loop sleeps until the next user is due, but at most this long, so that a stop
+request (which cannot wake it) is noticed promptly."""
+
 
 @dataclass(frozen=True)
 class PollerConfig:
@@ -66,11 +74,23 @@ class PollerConfig:
     """currently-playing interval once nothing has played for ``long_idle_after_s``."""
     long_idle_after_s: float = 30 * 60.0
     active_s: float = 30.0
+    """currently-playing interval while paused, during an ad, or when a track's end cannot be
+    predicted; and the naive baseline's fixed interval."""
+    track_cap_s: float = 60.0
+    """Longest wait between two reads while a track plays: how late a skip or pause is seen."""
+    after_end_s: float = 1.0
+    """How long after a track's predicted end to look again, for the next one to have begun."""
+    between_tracks_s: float = 3.0
+    """Nothing playing right after a track: look again this much later before publishing a
+    stop, since tracks may be a few seconds apart and a read in the gap is no real stop."""
     recent_max_s: float = 20 * 60.0
+    recent_after_stop_s: float = 5.0
     plays_per_read: int = 3
     overlap_s: float = 30 * 60.0
     budget_per_app: int = 150
-    workers: int = 8
+    workers: int = 16
+    """Rounds run at once. They mostly wait on Spotify, Kafka and MongoDB, so a thousand users
+    need more threads than cores."""
     users_refresh_s: float = 5.0
     adaptive: bool = True
     """False polls at fixed intervals (``active_s``, ``recent_max_s``): the naive baseline the
@@ -89,7 +109,13 @@ class UserSchedule:
     last_heard: float = 0.0
     """When something last played (monotonic), to slow down for long-idle users."""
     errors: int = 0
+    looked_again: bool = False
+    """True while a stop seen right after a track waits for its second look."""
     published: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    @property
+    def due(self) -> float:
+        return min(self.next_playing, self.next_recent)
 
 
 class PollerMetrics:
@@ -129,10 +155,12 @@ class AppBudgets:
         self._limiter = RollingWindowLimiter(budget)
         self._paused_until: dict[str, float] = {}
 
-    def acquire(self, client_id: str, now: float) -> bool:
-        if now < self._paused_until.get(client_id, 0.0):
-            return False
-        return self._limiter.admit(client_id, now) == 0.0
+    def acquire(self, client_id: str, now: float) -> float:
+        """0 if a call may go now (and counts it), else the seconds until the app may call."""
+        paused = self._paused_until.get(client_id, 0.0) - now
+        if paused > 0:
+            return paused
+        return self._limiter.admit(client_id, now)
 
     def pause(self, client_id: str, seconds: float, now: float) -> None:
         self._paused_until[client_id] = max(self._paused_until.get(client_id, 0.0), now + seconds)
@@ -156,6 +184,11 @@ class Poller:
         self.clients: dict[str, SpotifyUserClient] = {}
         self._session = requests.Session()
         self._in_flight: set[str] = set()
+        # Users waiting for their next round, by due time (monotonic): the loop sleeps until the
+        # first is due instead of scanning every user on a fixed tick.
+        self._queue: list[tuple[float, str]] = []
+        self._queued: set[str] = set()
+        self._wakeup = threading.Event()
         self._lock = threading.Lock()
 
     # The loop
@@ -172,20 +205,46 @@ class Poller:
         next_refresh = time.monotonic() + self.config.users_refresh_s
         with ThreadPoolExecutor(self.config.workers, thread_name_prefix="poll") as pool:
             while not stop.is_set():
+                # Cleared before looking, so a round that finishes meanwhile still wakes us.
+                self._wakeup.clear()
                 now = time.monotonic()
                 if now >= next_refresh:
                     self._refresh_users()
                     next_refresh = now + self.config.users_refresh_s
-                for user_id, schedule in list(self.schedules.items()):
-                    due = min(schedule.next_playing, schedule.next_recent)
-                    with self._lock:
-                        if due > now or user_id in self._in_flight:
-                            continue
-                        self._in_flight.add(user_id)
+                for user_id in self._take_due(now):
                     pool.submit(self._round, user_id)
-                stop.wait(0.02)
+                self._wakeup.wait(
+                    max(0.0, min(next_refresh, self._next_due(), now + _MAX_SLEEP_S) - now)
+                )
         self.producer.flush()
         self.leases.release_all()
+
+    def _enqueue(self, user_id: str) -> None:
+        schedule = self.schedules.get(user_id)
+        if schedule is None:
+            return
+        with self._lock:
+            if user_id in self._queued or user_id in self._in_flight:
+                return
+            self._queued.add(user_id)
+            heapq.heappush(self._queue, (schedule.due, user_id))
+        self._wakeup.set()
+
+    def _take_due(self, now: float) -> list[str]:
+        """Users whose round is due, marked in flight; forgotten users are dropped."""
+        due: list[str] = []
+        with self._lock:
+            while self._queue and self._queue[0][0] <= now:
+                _, user_id = heapq.heappop(self._queue)
+                self._queued.discard(user_id)
+                if user_id in self.schedules:
+                    self._in_flight.add(user_id)
+                    due.append(user_id)
+        return due
+
+    def _next_due(self) -> float:
+        with self._lock:
+            return self._queue[0][0] if self._queue else math.inf
 
     def _round(self, user_id: str) -> None:
         try:
@@ -204,6 +263,7 @@ class Poller:
         finally:
             with self._lock:
                 self._in_flight.discard(user_id)
+            self._enqueue(user_id)
 
     def _refresh_users(self) -> None:
         """Hold leases on a fair share of this shard's active users; forget the rest.
@@ -218,16 +278,19 @@ class Poller:
             a.user_id for a in self.accounts.list_active() if hash_shard(a.user_id, count) == index
         ]
         share = math.ceil(len(candidates) / max(1, self.leases.live_pollers(now)))
+        held = self.leases.renew([user for user in candidates if user in self.schedules], now)
         owned: set[str] = set()
         # Users we already poll come first, so a rebalance moves as few as possible.
-        for user_id in sorted(candidates, key=lambda user: (user not in self.schedules, user)):
+        for user_id in sorted(candidates, key=lambda user: (user not in held, user)):
             if len(owned) >= share:
-                if user_id in self.schedules:
+                if user_id in held:
                     self.leases.release(user_id)
                 continue
-            if self.leases.claim(user_id, now):
+            if user_id in held or self.leases.claim(user_id, now):
                 owned.add(user_id)
-                self.schedules.setdefault(user_id, UserSchedule())
+                if user_id not in self.schedules:
+                    self.schedules[user_id] = UserSchedule()
+                    self._enqueue(user_id)
         for user_id in set(self.schedules) - owned:
             self.schedules.pop(user_id, None)
             self.clients.pop(user_id, None)
@@ -240,7 +303,8 @@ class Poller:
             self.clients[user_id] = client
         return client
 
-    def _spend(self, user_id: str) -> bool:
+    def _spend(self, user_id: str) -> float:
+        """0 if a call may go now, else the (real) seconds until the user's app may call."""
         client = self._client(user_id)
         return self.budgets.acquire(client.client_id, time.monotonic())
 
@@ -248,7 +312,8 @@ class Poller:
 
     def poll_playing(self, user_id: str) -> None:
         schedule = self.schedules[user_id]
-        if not self._spend(user_id):
+        if wait := self._spend(user_id):
+            schedule.next_playing = time.monotonic() + wait
             return
         self.metrics.calls.labels("currently-playing").inc()
         try:
@@ -261,42 +326,52 @@ class Poller:
         except SpotifyError as exc:
             self._failed(user_id, exc)
             return
-        change = state_change(schedule.playback, current)
-        if change is not None:
-            event = now_playing_event(user_id, change, current, datetime.now(UTC))
-            self.producer.send(
-                self.settings.topic(Topic.NOW_PLAYING), key=user_id.encode(), value=event.to_json()
-            )
-            self.metrics.published.labels(Topic.NOW_PLAYING.value).inc()
-            if self.config.adaptive and change in ("track_changed", "stopped"):
-                schedule.unread_plays += 1
-                wait = (
-                    5.0
-                    if change == "stopped" or schedule.unread_plays >= self.config.plays_per_read
-                    else self.config.recent_max_s
-                )
-                schedule.next_recent = min(
-                    schedule.next_recent, time.monotonic() + self.config.real(wait)
-                )
-        schedule.playback = current
         now = time.monotonic()
+        if self._between_tracks(schedule, current):
+            schedule.next_playing = now + self.config.real(self.config.between_tracks_s)
+            return
+        self._publish_change(user_id, schedule, current)
+        schedule.playback = current
         if current.is_playing:
             schedule.last_heard = now
-        long_idle = now - schedule.last_heard > self.config.real(self.config.long_idle_after_s)
-        interval = self._playing_interval(current)
-        if long_idle and current.item_key is None and self.config.adaptive:
-            interval = self.config.long_idle_s
-        schedule.next_playing = now + self.config.real(interval)
+        quiet = self.config.speed * (now - schedule.last_heard)
+        schedule.next_playing = now + self.config.real(
+            playing_interval(self.config, current, quiet)
+        )
 
-    def _playing_interval(self, current: Playback) -> float:
-        if not self.config.adaptive:
-            return self.config.active_s
-        if not current.is_playing:
-            return self.config.idle_s if current.item_key is None else self.config.active_s
-        remaining = current.remaining_ms
-        if remaining is None:
-            return self.config.active_s
-        return min(self.config.active_s, max(2.0, remaining / 1000 + 1.0))
+    def _between_tracks(self, schedule: UserSchedule, current: Playback) -> bool:
+        """Whether nothing playing just after a track deserves a second look before a stop.
+
+        Reads land just after a track's predicted end, and the next track may begin a second or
+        two later: publishing a stop there, then a start, would flicker the live feed and spend
+        a recently-played read on a session that has not ended.
+        """
+        suspect = (
+            self.config.adaptive
+            and schedule.playback.is_playing
+            and current.item_key is None
+            and not schedule.looked_again
+        )
+        schedule.looked_again = suspect
+        return suspect
+
+    def _publish_change(self, user_id: str, schedule: UserSchedule, current: Playback) -> None:
+        change = state_change(schedule.playback, current)
+        if change is None:
+            return
+        event = now_playing_event(user_id, change, current, datetime.now(UTC))
+        self.producer.send(
+            self.settings.topic(Topic.NOW_PLAYING), key=user_id.encode(), value=event.to_json()
+        )
+        self.metrics.published.labels(Topic.NOW_PLAYING.value).inc()
+        if self.config.adaptive and change in ("track_changed", "stopped"):
+            # A play just finished: fetch it soon after a session ends, or once several gathered.
+            schedule.unread_plays += 1
+            soon = change == "stopped" or schedule.unread_plays >= self.config.plays_per_read
+            wait = self.config.recent_after_stop_s if soon else self.config.recent_max_s
+            schedule.next_recent = min(
+                schedule.next_recent, time.monotonic() + self.config.real(wait)
+            )
 
     def poll_recent(self, user_id: str) -> None:
         schedule = self.schedules[user_id]
@@ -305,7 +380,8 @@ class Poller:
         events: list[ListenEvent] = []
         newest = cursor or 0
         while True:
-            if not self._spend(user_id):
+            if wait := self._spend(user_id):
+                schedule.next_recent = time.monotonic() + wait
                 return
             self.metrics.calls.labels("recently-played").inc()
             try:
@@ -353,15 +429,16 @@ class Poller:
         while len(schedule.published) > 500:
             schedule.published.popitem(last=False)
         self.metrics.published.labels(Topic.LISTENS.value).inc(len(fresh))
-        if newest:
-            self.states.advance_cursor(user_id, newest)
         now = datetime.now(UTC)
         lag = (now.timestamp() * 1000 - newest) / 1000 if newest else None
-        self.states.record_success(user_id, now, lag)
+        self.states.record_success(user_id, now, lag, newest or None)
         self.metrics.last_success.labels(user_id).set(now.timestamp())
         schedule.unread_plays = 0
         schedule.errors = 0
-        schedule.next_recent = time.monotonic() + self.config.real(self.config.recent_max_s)
+        # A little earlier than the longest safe wait, at random: users read together (all of
+        # them, after a restart) drift apart instead of queueing up every twenty minutes.
+        wait = self.config.recent_max_s * random.uniform(0.9, 1.0)  # noqa: S311
+        schedule.next_recent = time.monotonic() + self.config.real(wait)
 
     # Failures
 
@@ -398,6 +475,21 @@ class Poller:
         later = time.monotonic() + self.config.real(delay)
         schedule.next_playing = max(schedule.next_playing, later)
         schedule.next_recent = max(schedule.next_recent, later)
+
+
+def playing_interval(config: PollerConfig, current: Playback, quiet_s: float) -> float:
+    """Spotify seconds until the next currently-playing read, after it showed ``current``.
+
+    ``quiet_s`` is how long (Spotify seconds) nothing has played.
+    """
+    if not config.adaptive:
+        return config.active_s
+    if current.item_key is None:
+        return config.long_idle_s if quiet_s > config.long_idle_after_s else config.idle_s
+    remaining = current.remaining_ms
+    if not current.is_playing or remaining is None:
+        return config.active_s
+    return min(config.track_cap_s, remaining / 1000 + config.after_end_s)
 
 
 def hash_shard(user_id: str, count: int) -> int:

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +26,8 @@ from auxcord.names import Topic
 from auxcord.settings import Settings, SpotifyApp
 from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from auxcord.webserver import serve_in_thread
+from producers.parse import NOTHING, Playback
+from producers.poller import PollerConfig, playing_interval
 from producers.state import LeaseStore, stale_users
 from tests.conftest import free_port, simulator_settings
 
@@ -276,3 +278,33 @@ def test_two_pollers_share_users_and_one_takes_over_within_a_minute(
                     poller.wait(timeout=30)
         print(f"takeover after {took:.1f} s")
         finish_and_compare(world, start_ms, at_least=30)
+
+
+def _playing(progress_ms: int, duration_ms: int, *, is_playing: bool = True) -> Playback:
+    return replace(
+        NOTHING,
+        is_playing=is_playing,
+        playing_type="track",
+        item_key="track",
+        progress_ms=progress_ms,
+        duration_ms=duration_ms,
+    )
+
+
+def test_reads_land_after_predicted_track_ends_within_a_cap() -> None:
+    config = PollerConfig()
+    # Ten seconds left: look again just after the end, when the next track has begun.
+    assert playing_interval(config, _playing(200_000, 210_000), 0) == 10 + config.after_end_s
+    # Early in a track: a skip or pause must still be seen within the cap.
+    assert playing_interval(config, _playing(10_000, 210_000), 0) == config.track_cap_s
+    assert playing_interval(config, _playing(10_000, 210_000, is_playing=False), 0) == (
+        config.active_s
+    )
+    assert playing_interval(config, NOTHING, 60) == config.idle_s
+    assert playing_interval(config, NOTHING, config.long_idle_after_s + 1) == config.long_idle_s
+
+
+def test_naive_baseline_polls_at_one_fixed_interval() -> None:
+    naive = PollerConfig(adaptive=False)
+    shown = (_playing(200_000, 210_000), _playing(0, 210_000), NOTHING)
+    assert {playing_interval(naive, playback, 10**6) for playback in shown} == {naive.active_s}
