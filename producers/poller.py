@@ -57,9 +57,13 @@ from producers.parse import (
     playback_from_currently_playing,
     state_change,
 )
-from producers.state import LeaseStore, PollStateStore
+from producers.state import STALE_AFTER, LeaseStore, PollStateStore
 
 log = logging.getLogger(__name__)
+
+HEALTH_EVERY_S = STALE_AFTER.total_seconds() / 2
+"""Real seconds between two health writes from currently-playing reads alone: recently-played
+may be read only every twenty minutes, and a user is stale after ten without a good poll."""
 
 _MAX_SLEEP_S = 0.25
 """The poll loop sleeps until the next user is due, but at most this long, so that a stop
@@ -88,7 +92,7 @@ class PollerConfig:
     plays_per_read: int = 3
     overlap_s: float = 30 * 60.0
     budget_per_app: int = 150
-    workers: int = 16
+    workers: int = 32
     """Rounds run at once. They mostly wait on Spotify, Kafka and MongoDB, so a thousand users
     need more threads than cores."""
     users_refresh_s: float = 5.0
@@ -109,6 +113,8 @@ class UserSchedule:
     last_heard: float = 0.0
     """When something last played (monotonic), to slow down for long-idle users."""
     errors: int = 0
+    recorded_at: float = -math.inf
+    """When a good poll was last written to MongoDB (monotonic)."""
     looked_again: bool = False
     """True while a stop seen right after a track waits for its second look."""
     published: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -183,6 +189,11 @@ class Poller:
         self.schedules: dict[str, UserSchedule] = {}
         self.clients: dict[str, SpotifyUserClient] = {}
         self._session = requests.Session()
+        # A pooled connection per worker; with requests' default of ten, the other workers'
+        # connections are dropped after each call and opened again.
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=config.workers)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
         self._in_flight: set[str] = set()
         # Users waiting for their next round, by due time (monotonic): the loop sleeps until the
         # first is due instead of scanning every user on a fixed tick.
@@ -331,6 +342,8 @@ class Poller:
             schedule.next_playing = now + self.config.real(self.config.between_tracks_s)
             return
         self._publish_change(user_id, schedule, current)
+        if now - schedule.recorded_at > HEALTH_EVERY_S:
+            self._record_success(user_id, schedule)
         schedule.playback = current
         if current.is_playing:
             schedule.last_heard = now
@@ -429,16 +442,28 @@ class Poller:
         while len(schedule.published) > 500:
             schedule.published.popitem(last=False)
         self.metrics.published.labels(Topic.LISTENS.value).inc(len(fresh))
-        now = datetime.now(UTC)
-        lag = (now.timestamp() * 1000 - newest) / 1000 if newest else None
-        self.states.record_success(user_id, now, lag, newest or None)
-        self.metrics.last_success.labels(user_id).set(now.timestamp())
+        moment = datetime.now(UTC)
+        lag = (moment.timestamp() * 1000 - newest) / 1000 if newest else None
+        self._record_success(user_id, schedule, lag_s=lag, cursor_ms=newest or None)
         schedule.unread_plays = 0
         schedule.errors = 0
         # A little earlier than the longest safe wait, at random: users read together (all of
         # them, after a restart) drift apart instead of queueing up every twenty minutes.
         wait = self.config.recent_max_s * random.uniform(0.9, 1.0)  # noqa: S311
         schedule.next_recent = time.monotonic() + self.config.real(wait)
+
+    def _record_success(
+        self,
+        user_id: str,
+        schedule: UserSchedule,
+        *,
+        lag_s: float | None = None,
+        cursor_ms: int | None = None,
+    ) -> None:
+        now = datetime.now(UTC)
+        self.states.record_success(user_id, now, lag_s=lag_s, cursor_ms=cursor_ms)
+        self.metrics.last_success.labels(user_id).set(now.timestamp())
+        schedule.recorded_at = time.monotonic()
 
     # Failures
 

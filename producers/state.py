@@ -39,22 +39,25 @@ class PollStateStore:
         return int(document["cursor_ms"]) if document and "cursor_ms" in document else None
 
     def record_success(
-        self, user_id: str, now: datetime, lag_s: float | None, cursor_ms: int | None
+        self,
+        user_id: str,
+        now: datetime,
+        *,
+        lag_s: float | None = None,
+        cursor_ms: int | None = None,
     ) -> None:
-        """A good read: move the cursor forward (never back) and clear the error state.
+        """A good poll: clear the error state, and after recently-played record its lag and
+        move the cursor forward (never back).
 
         Call it only after Kafka acknowledged every event up to ``cursor_ms``. One journaled
         write, not two: on the local server each costs tens of milliseconds, and a thousand
         users' reads add up.
         """
-        update: dict[str, Any] = {
-            "$set": {
-                "last_success_at": now,
-                "last_error": None,
-                "consecutive_errors": 0,
-                "lag_s": lag_s,
-            }
-        }
+        healthy: dict[str, Any] = {"last_success_at": now, "last_error": None}
+        healthy["consecutive_errors"] = 0
+        if lag_s is not None:
+            healthy["lag_s"] = lag_s
+        update: dict[str, Any] = {"$set": healthy}
         if cursor_ms:
             update["$max"] = {"cursor_ms": cursor_ms}
         self._states.update_one({"_id": user_id}, update, upsert=True)
