@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -26,6 +27,18 @@ def _parse_apps(apps: str) -> dict[str, str]:
     return parsed
 
 
+def _parse_start(start: str | None) -> datetime | None:
+    if start is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(start)
+    except ValueError:
+        raise AuxcordError(f"--start expects an ISO 8601 time, got {start!r}") from None
+    if moment.tzinfo is None:
+        raise AuxcordError(f"--start needs a time zone (like 2026-11-20T18:00Z), got {start!r}")
+    return moment
+
+
 def simulate_command(
     users: Annotated[int, typer.Option(help="Simulated Spotify users.")] = 6,
     days: Annotated[int, typer.Option(help="Days of history generated before now.")] = 14,
@@ -45,6 +58,10 @@ def simulate_command(
             help="Check secrets for these apps: id:secret,id:secret (default: accept any)."
         ),
     ] = "",
+    start: Annotated[
+        str | None,
+        typer.Option(help="Virtual time when live simulation begins, ISO 8601 (default: now)."),
+    ] = None,
     ground_truth: Annotated[
         Path | None,
         typer.Option(help="Write every generated play here as JSON lines on exit.", dir_okay=False),
@@ -65,6 +82,7 @@ def simulate_command(
         groups=groups,
         rate_budget=rate_budget,
         apps=_parse_apps(apps),
+        start=_parse_start(start),
     )
     simulator = RunningSimulator(config)
     console = Console()
