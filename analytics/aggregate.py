@@ -4,6 +4,12 @@ The I/O edge of :mod:`analytics.daily`. One Spark application computes a whole r
 (a backfill pays for one JVM start, not one per day), and each day's documents depend only on
 plays up to that day, so a backfill writes exactly what day-by-day runs write.
 
+A run reads the plays of its own days only; what came before (tracks already heard, the
+streak running in) comes from the stored user days and month and year rollups, as do the
+other parts of the rollups. So a day's discoveries and streaks take the earlier days as
+stored: re-run an earlier day (or back-fill from it) when plays for it arrive after it was
+aggregated. A backfill from the first day with plays needs nothing stored.
+
 Idempotent: a run first removes what an earlier run stored for its days (and group), then
 inserts; documents are keyed ``user:day`` and ``group:day``.
 """
@@ -15,9 +21,22 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from analytics.daily import group_daily_stats, local_listens, user_daily_stats
-from analytics.periods import affected_periods
-from analytics.sources import read_listens, read_memberships, read_raw_listens, read_users
+from analytics.daily import (
+    as_summaries,
+    before_from_summaries,
+    group_daily_stats,
+    local_listens,
+    user_daily_stats,
+)
+from analytics.periods import affected_periods, period_days
+from analytics.sources import (
+    group_minutes_table,
+    listens_table,
+    membership_pairs,
+    read_raw_listens,
+    read_users,
+    summaries_table,
+)
 from auxcord.clients import gcs_bucket, mongo_database
 from auxcord.errors import AuxcordError
 from auxcord.names import Collection
@@ -27,7 +46,8 @@ if TYPE_CHECKING:
     from pymongo.database import Database
     from pyspark.sql import DataFrame, SparkSession
 
-# The widest UTC offsets (UTC-12, UTC+14): a local day ends at most this long after UTC's.
+# The widest UTC offsets (UTC-12, UTC+14): a local day starts and ends at most this long
+# before or after UTC's.
 _LATEST_OFFSET = timedelta(hours=14)
 
 
@@ -71,6 +91,7 @@ def ensure_indexes(database: Database[dict[str, Any]]) -> None:
     database[Collection.GROUP_DAILY].create_index([("group_id", ASCENDING), ("day", DESCENDING)])
     database[Collection.GROUP_DAILY].create_index([("day", ASCENDING)])
     database[Collection.USER_ROLLUPS].create_index([("user_id", ASCENDING), ("period", ASCENDING)])
+    database[Collection.USER_ROLLUPS].create_index([("period", ASCENDING)])
     database[Collection.GROUP_ROLLUPS].create_index(
         [("group_id", ASCENDING), ("period", ASCENDING)]
     )
@@ -91,86 +112,171 @@ def aggregate_days(
     Listens come from MongoDB (the serving copy) or, with ``source="gcs"``, from the raw
     Parquet in GCS (the data lake); the streaming job writes each play once to both.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
     from auxcord.spark import build_spark_session
 
     if last < first:
         raise AuxcordError(f"the range ends ({last}) before it starts ({first})")
     database = mongo_database(settings)
-    session = spark or build_spark_session(settings, "auxcord-aggregate")
-    memberships = read_memberships(session, database, group)
+    pairs = membership_pairs(database, group)
     members = None
     if group is not None:
-        members = [row.user_id for row in memberships.select("user_id").collect()]
+        members = sorted({user for _, user in pairs})
         if not members:
             raise AuxcordError(f"no group {group!r} (or it has no members)")
-    on_step("reading listens")
+    since = datetime.combine(first, time(), UTC) - _LATEST_OFFSET
     until = datetime.combine(last + timedelta(days=1), time(), UTC) + _LATEST_OFFSET
-    if source == "gcs":
-        listens = read_raw_listens(session, gcs_bucket(settings), before=until)
-        if members is not None:
-            listens = listens.where(listens.user_id.isin(members))
-    else:
-        listens = read_listens(session, database, before=until, users=members)
-    history = local_listens(listens, read_users(session, database)).cache()
+    user_scope = {} if members is None else {"user_id": {"$in": members}}
+    days_query, rollups_query = stored_summaries_queries(first, last)
+    # MongoDB reads take as long as the JVM takes to start, so they run meanwhile.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        stored_days = pool.submit(
+            summaries_table, database, Collection.USER_DAILY, {**user_scope, **days_query}
+        )
+        stored_rollups = pool.submit(
+            summaries_table, database, Collection.USER_ROLLUPS, {**user_scope, **rollups_query}
+        )
+        stored_listens = (
+            pool.submit(listens_table, database, since=since, before=until, users=members)
+            if source == "mongodb"
+            else None
+        )
+        session = spark or build_spark_session(settings, "auxcord-aggregate")
+        on_step("reading listens")
+        if stored_listens is not None:
+            listens = session.createDataFrame(stored_listens.result())
+        else:
+            listens = read_raw_listens(session, gcs_bucket(settings), since=since, before=until)
+            if members is not None:
+                listens = listens.where(listens.user_id.isin(members))
+        stored = session.createDataFrame(
+            pa.concat_tables([stored_days.result(), stored_rollups.result()])
+        ).cache()
+    memberships = session.createDataFrame(pairs, "group_id string, user_id string")
+    plays = local_listens(listens, read_users(session, database)).cache()
     on_step("computing user days")
-    user_daily = user_daily_stats(history, first, last).cache()
+    before = before_from_summaries(stored, first)
+    # Checkpointed, not cached: later plans build on it, and Spark compares every new plan
+    # with the lineage of what is cached (deep ones here made that the slowest step).
+    user_daily = user_daily_stats(plays, first, last, before).localCheckpoint()
     user_documents = _documents(user_daily, "user_id")
     on_step("computing group days")
     group_documents = _documents(
-        group_daily_stats(history, user_daily, memberships, first, last), "group_id"
+        group_daily_stats(plays, user_daily, memberships, first, last), "group_id"
     )
     on_step("writing")
     ensure_indexes(database)
-    user_scope = {} if members is None else {"user_id": {"$in": members}}
     replace_days(database, Collection.USER_DAILY, user_documents, first, last, user_scope)
     group_scope = {} if group is None else {"group_id": group}
     replace_days(database, Collection.GROUP_DAILY, group_documents, first, last, group_scope)
-    history.unpersist()
-    user_daily.unpersist()
+    plays.unpersist()
     on_step("updating rollups")
-    update_rollups(session, database, memberships, first, last, user_scope, group_scope)
+    summaries = stored.unionByName(as_summaries(user_daily, stored.schema))
+    update_rollups(session, database, summaries, memberships, first, last, user_scope, group_scope)
+    stored.unpersist()
     return AggregateResult(first, last, len(user_documents), len(group_documents))
+
+
+def stored_summaries_queries(first: date, last: date) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stored user days and user rollups a run over ``[first, last]`` builds on: the
+    ``user_daily`` and ``user_rollups`` queries.
+
+    Days: the other days of the weeks and months holding the range, and the day before it
+    (its streak runs on). Rollups: the other months of the years holding the range, and the
+    other years. Together with the range's own days they are what
+    :func:`analytics.rollups.contributions` needs, and the ones before ``first`` cover every
+    earlier day for :func:`analytics.daily.before_from_summaries`.
+    """
+    periods = affected_periods(first, last)
+    span_start = min(period_days("week", first)[0], period_days("month", first)[0])
+    span_end = max(period_days("week", last)[1], period_days("month", last)[1])
+    days = {
+        "$or": [
+            {"day": {"$gte": span_start.isoformat(), "$lt": first.isoformat()}},
+            {"day": {"$gt": last.isoformat(), "$lte": span_end.isoformat()}},
+            {"day": (first - timedelta(days=1)).isoformat()},
+        ]
+    }
+    years = [key for key in periods if key.startswith("year:")]
+    other_months = [
+        f"month:{key.removeprefix('year:')}-{month:02d}"
+        for key in years
+        for month in range(1, 13)
+        if f"month:{key.removeprefix('year:')}-{month:02d}" not in periods
+    ]
+    rollups = {
+        "$or": [
+            {"period": {"$in": other_months}},
+            # "year;" sorts just after every "year:YYYY".
+            {"period": {"$gte": "year:", "$lt": "year;", "$nin": years}},
+        ]
+    }
+    return days, rollups
 
 
 def update_rollups(
     spark: SparkSession,
     database: Database[dict[str, Any]],
+    summaries: DataFrame,
     memberships: DataFrame,
     first: date,
     last: date,
     user_scope: dict[str, Any],
     group_scope: dict[str, Any],
 ) -> None:
-    """Recompute the weeks, months, years and all-time that hold ``[first, last]``, from the
-    stored daily documents (never raw listens), and the yearly recaps."""
+    """Recompute the weeks, months, years and all-time that hold ``[first, last]``, and the
+    yearly recaps, from ``summaries`` (the range's user days and the stored days and rollups
+    :func:`stored_summaries_queries` names; rollups never read raw listens)."""
     from pyspark.sql import functions as F
 
-    from analytics.rollups import group_recaps, group_rollups, user_rollups, with_periods
-    from analytics.sources import read_documents
+    from analytics.rollups import contributions, group_recaps, group_rollups, user_rollups
 
-    daily = read_documents(spark, database, Collection.USER_DAILY, user_scope)
-    if daily is None:
-        return
     periods = affected_periods(first, last)
-    periodic = with_periods(daily).where(F.col("period").isin(periods)).cache()
-    users = user_rollups(periodic).cache()
-    groups = group_rollups(periodic, users, memberships).cache()
-    recaps = group_recaps(groups, periodic, memberships)
-    years = [key.removeprefix("year:") for key in periods if key.startswith("year:")]
-    for collection, frame, key, scope, selector in (
-        (Collection.USER_ROLLUPS, users, "user_id", user_scope, {"period": {"$in": periods}}),
-        (Collection.GROUP_ROLLUPS, groups, "group_id", group_scope, {"period": {"$in": periods}}),
-        (Collection.GROUP_RECAPS, recaps, "group_id", group_scope, {"year": {"$in": years}}),
+    # All-time adds up the years (the one just rebuilt and the stored others), not every
+    # month and day again: half the work of a daily run's rollups.
+    below = user_rollups(contributions(summaries, [p for p in periods if p != "all"]))
+    below = below.localCheckpoint()
+    year_summaries = summaries.where(F.col("period").startswith("year:")).unionByName(
+        as_summaries(below.where(F.col("period").startswith("year:")), summaries.schema)
+    )
+    all_time = user_rollups(contributions(year_summaries, ["all"]))
+    users = below.unionByName(all_time).localCheckpoint()
+    groups = group_rollups(users, memberships).localCheckpoint()
+    years = sorted(key.removeprefix("year:") for key in periods if key.startswith("year:"))
+    minutes = spark.createDataFrame(
+        group_minutes_table(
+            database,
+            {**group_scope, "day": {"$gte": f"{years[0]}-01-01", "$lte": f"{years[-1]}-12-31"}},
+        )
+    )
+    recaps = group_recaps(groups, minutes)
+    user_rows: list[dict[str, Any]] = users.toArrow().to_pylist()
+    for row in user_rows:
+        row["_id"] = f"{row['user_id']}:{row['period']}"
+        # Only months and years are summed again (into years and all-time); the full counts
+        # of weeks and all-time would only make the dashboard's documents heavier.
+        if not row["period"].startswith(("month:", "year:")):
+            for counts in ("track_counts", "artist_counts", "album_counts"):
+                del row[counts]
+    # Rows, not Arrow, for groups and recaps: Spark declares some nested structs non-nullable
+    # that a left join leaves null (a recap's best match when nobody shared an artist), and
+    # Arrow's conversion refuses them.
+    group_rows = [row.asDict(recursive=True) for row in groups.collect()]
+    for row in group_rows:
+        row["_id"] = f"{row['group_id']}:{row['period']}"
+    recap_rows = [row.asDict(recursive=True) for row in recaps.collect()]
+    for row in recap_rows:
+        row["_id"] = f"{row['group_id']}:{row['year']}"
+    selector = {"period": {"$in": periods}}
+    for collection, rows, scope, replaced in (
+        (Collection.USER_ROLLUPS, user_rows, user_scope, selector),
+        (Collection.GROUP_ROLLUPS, group_rows, group_scope, selector),
+        (Collection.GROUP_RECAPS, recap_rows, group_scope, {"year": {"$in": years}}),
     ):
-        # Rows, not Arrow: Spark declares some nested structs non-nullable that a left join
-        # leaves null (a group with one listener has no taste-match pair), and Arrow's
-        # conversion refuses them.
-        rows = [row.asDict(recursive=True) for row in frame.collect()]
-        for row in rows:
-            row["_id"] = f"{row[key]}:{row.get('period') or row['year']}"
         target = database[collection]
-        target.delete_many({**selector, **scope})
+        target.delete_many({**replaced, **scope})
         if rows:
             target.insert_many(rows, ordered=False)
-    for frame in (periodic, users, groups):
-        frame.unpersist()

@@ -6,11 +6,15 @@ counts here (``item_type == "track"``); podcasts are kept apart.
 
 Everything a day's figures depend on lies on or before that day (first plays, streaks), so the
 result for a day is the same whether it is computed alone or inside a backfill over a range.
+What a range needs from the days before it (the tracks and artists already heard, the streak
+running into it) is a :class:`Before`, built from the stored days and rollups, so a run reads
+the plays of its own days only, not the whole history.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
@@ -58,21 +62,37 @@ def track_key() -> Column:
     )
 
 
-def ranked_top(counted: DataFrame, by: list[str], fields: list[str], name: str) -> DataFrame:
-    """Per ``by``: the TOP_N rows of ``counted`` (which has ``plays``) as an array of
-    ``{rank, fields…, plays}``, ties broken by the fields so the order is deterministic."""
-    order = Window.partitionBy(*by).orderBy(F.desc("plays"), *[F.asc(f) for f in fields])
-    ranked = counted.withColumn("rank", F.row_number().over(order)).where(f"rank <= {TOP_N}")
-    return ranked.groupBy(*by).agg(
-        F.sort_array(F.collect_list(F.struct("rank", *fields, "plays"))).alias(name)
+def top_entries(fields: list[str], count: str = "plays", size: int = TOP_N) -> Column:
+    """An aggregate: the ``size`` rows of the group with the highest ``count`` as an array of
+    ``{rank, fields…, count}``, ties broken by the fields so the order is deterministic. One
+    sort of the collected rows: no window and no join."""
+    ordered = F.sort_array(F.collect_list(F.struct((-F.col(count)).alias("order"), *fields, count)))
+    return F.transform(
+        F.slice(ordered, 1, size),
+        lambda entry, index: F.struct(
+            (index + 1).alias("rank"),
+            *[entry[field].alias(field) for field in fields],
+            entry[count].alias(count),
+        ),
     )
 
 
-def all_counts(counted: DataFrame, by: list[str], fields: list[str], name: str) -> DataFrame:
-    """Per ``by``: every row of ``counted`` as an array of ``{fields…, plays}``. Rollups add
+def every_entry(fields: list[str]) -> Column:
+    """An aggregate: every row of the group as an array of ``{fields…, plays}``. Rollups add
     these up, so a month's top tracks are exact, not a merge of daily top tens."""
+    return F.sort_array(F.collect_list(F.struct(*fields, "plays")))
+
+
+def ranked_top(counted: DataFrame, by: list[str], fields: list[str], name: str) -> DataFrame:
+    """Per ``by``: :func:`top_entries` of ``counted``, as ``name``."""
+    return counted.groupBy(*by).agg(top_entries(fields).alias(name))
+
+
+def tops_and_counts(counted: DataFrame, by: list[str], fields: list[str], kind: str) -> DataFrame:
+    """Per ``by``: ``top_{kind}s`` (:func:`top_entries`) and ``{kind}_counts``
+    (:func:`every_entry`) of ``counted``, in one aggregation."""
     return counted.groupBy(*by).agg(
-        F.sort_array(F.collect_list(F.struct(*fields, "plays"))).alias(name)
+        top_entries(fields).alias(f"top_{kind}s"), every_entry(fields).alias(f"{kind}_counts")
     )
 
 
@@ -82,10 +102,72 @@ def _count(plays: DataFrame, keys: list[str], fields: list[str]) -> DataFrame:
     )
 
 
-def first_days(plays: DataFrame) -> DataFrame:
-    """Per user: the local day each track and each artist was first heard."""
+@dataclass(frozen=True)
+class Before:
+    """What discoveries and streaks of a range of days need from the days before it.
+
+    ``tracks`` (user_id, track_key) and ``artists`` (user_id, artist_name): everything each
+    user heard before the range; ``streaks`` (user_id, streak): the run of active days ending
+    the day before it (users without one are absent).
+    """
+
+    tracks: DataFrame
+    artists: DataFrame
+    streaks: DataFrame
+
+
+def before_from_summaries(summaries: DataFrame, first: date) -> Before:
+    """The :class:`Before` of a range starting on ``first``, from what was stored before it.
+
+    ``summaries`` holds stored user days (``day`` as ``YYYY-MM-DD``) and month and year
+    rollups (``period``), as :func:`analytics.sources.summaries_schema` reads them; together
+    those before ``first`` must cover every earlier day (later ones are ignored). Their
+    ``track_counts`` and ``artist_counts`` list every track and artist heard, and the day
+    before ``first`` carries the streak running into the range. Months and years make this
+    proportional to the range, not to the whole history.
+    """
+    day, period = F.col("day"), F.col("period")
+    earlier = summaries.where(
+        (day < F.lit(first.isoformat()))
+        | (period.startswith("month:") & (period < F.lit(f"month:{first:%Y-%m}")))
+        | (period.startswith("year:") & (period < F.lit(f"year:{first:%Y}")))
+    )
+    tracks = earlier.select("user_id", F.explode("track_counts.track_key").alias("track_key"))
+    artists = earlier.select("user_id", F.explode("artist_counts.artist_name").alias("artist_name"))
+    eve = summaries.where(day == F.lit((first - timedelta(days=1)).isoformat()))
+    return Before(
+        tracks.distinct(),
+        artists.distinct(),
+        eve.select("user_id", F.col("streak").cast(T.IntegerType()).alias("streak")),
+    )
+
+
+def as_summaries(frame: DataFrame, schema: T.StructType) -> DataFrame:
+    """:func:`user_daily_stats` or :func:`analytics.rollups.user_rollups` rows in the shape
+    stored days and rollups are read back in (``schema``,
+    :func:`analytics.sources.summaries_schema` as Spark reads it), so that new and stored ones
+    make one frame: ``day`` as ``YYYY-MM-DD``, columns the rows lack null.
+    """
+    if "day" in frame.columns:
+        frame = frame.withColumn("day", F.date_format("day", "yyyy-MM-dd"))
+    return frame.select(
+        *[
+            (F.col(field.name) if field.name in frame.columns else F.lit(None))
+            .cast(field.dataType)
+            .alias(field.name)
+            for field in schema
+        ]
+    )
+
+
+def first_days(plays: DataFrame, before: Before | None) -> DataFrame:
+    """Per user: how many tracks and artists were first heard on each local day of ``plays``,
+    leaving out those heard ``before``."""
     tracks = plays.groupBy("user_id", "track_key").agg(F.min("day").alias("day"))
     artists = plays.groupBy("user_id", "artist_name").agg(F.min("day").alias("day"))
+    if before is not None:
+        tracks = tracks.join(before.tracks, ["user_id", "track_key"], "left_anti")
+        artists = artists.join(before.artists, ["user_id", "artist_name"], "left_anti")
     return (
         tracks.groupBy("user_id", "day")
         .agg(F.count("*").alias("new_tracks"))
@@ -97,25 +179,40 @@ def first_days(plays: DataFrame) -> DataFrame:
     )
 
 
-def streaks(plays: DataFrame) -> DataFrame:
-    """Per user and active day: how many days in a row, ending that day, had a play."""
+def streaks(plays: DataFrame, first: date, before: Before | None) -> DataFrame:
+    """Per user and active day of ``plays`` (which start on ``first``): how many days in a row,
+    ending that day, had a play; a run starting on ``first`` continues ``before``'s."""
     active = plays.select("user_id", "day").distinct()
     order = Window.partitionBy("user_id").orderBy("day")
     # Days in one run share day - row_number: the classic gaps-and-islands grouping.
     island = F.date_sub(F.col("day"), F.row_number().over(order))
     runs = active.withColumn("island", island)
     in_run = Window.partitionBy("user_id", "island").orderBy("day")
-    return runs.select("user_id", "day", F.row_number().over(in_run).alias("streak"))
+    counted = runs.select(
+        "user_id",
+        "day",
+        F.row_number().over(in_run).alias("streak"),
+        F.min("day").over(Window.partitionBy("user_id", "island")).alias("run_start"),
+    )
+    if before is None:
+        return counted.select("user_id", "day", "streak")
+    carried = F.when(F.col("run_start") == F.lit(first), F.coalesce("carried", F.lit(0)))
+    return counted.join(
+        before.streaks.withColumnRenamed("streak", "carried"), "user_id", "left"
+    ).select("user_id", "day", (F.col("streak") + carried.otherwise(0)).alias("streak"))
 
 
-def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
+def user_daily_stats(
+    history: DataFrame, first: date, last: date, before: Before | None
+) -> DataFrame:
     """One row per user and local day in ``[first, last]`` with a play.
 
-    ``history`` is :func:`local_listens` output holding every play up to ``last`` (earlier
-    plays decide discoveries and streaks). Columns: user_id, day, plays, minutes,
-    distinct_tracks, distinct_artists, top_tracks, top_artists, top_albums (arrays of
-    ``{rank, …, plays}``), track_counts, artist_counts and album_counts (every one, for exact
-    rollups), hours (24 play counts, local), new_tracks, new_artists, streak.
+    ``history`` is :func:`local_listens` output holding (at least) every play of the range;
+    plays outside it are ignored. ``before`` is what the users heard before ``first`` (None:
+    nothing). Columns: user_id, day, plays, minutes, distinct_tracks, distinct_artists,
+    top_tracks, top_artists, top_albums (arrays of ``{rank, …, plays}``), track_counts,
+    artist_counts and album_counts (every one, for exact rollups), hours (24 play counts,
+    local), new_tracks, new_artists, streak.
     """
     in_range = (F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last))
     plays = history.where(in_range)
@@ -138,20 +235,17 @@ def user_daily_stats(history: DataFrame, first: date, last: date) -> DataFrame:
     artists = _count(plays, ["artist_name"], ["artist_name"])
     albums = _count(plays, ["album_name", "artist_name"], ["album_name", "artist_name"])
     return (
-        totals.join(ranked_top(tracks, by, track_fields, "top_tracks"), by)
-        .join(ranked_top(artists, by, ["artist_name"], "top_artists"), by)
-        .join(ranked_top(albums, by, ["album_name", "artist_name"], "top_albums"), by)
-        .join(all_counts(tracks, by, track_fields, "track_counts"), by)
-        .join(all_counts(artists, by, ["artist_name"], "artist_counts"), by)
-        .join(all_counts(albums, by, ["album_name", "artist_name"], "album_counts"), by)
+        totals.join(tops_and_counts(tracks, by, track_fields, "track"), by)
+        .join(tops_and_counts(artists, by, ["artist_name"], "artist"), by)
+        .join(tops_and_counts(albums, by, ["album_name", "artist_name"], "album"), by)
         .join(
             hours.select(
                 "user_id", "day", hour_array.cast(T.ArrayType(T.LongType())).alias("hours")
             ),
             ["user_id", "day"],
         )
-        .join(first_days(history).where(in_range), ["user_id", "day"], "left")
-        .join(streaks(history).where(in_range), ["user_id", "day"], "left")
+        .join(first_days(plays, before), ["user_id", "day"], "left")
+        .join(streaks(plays, first, before), ["user_id", "day"], "left")
         .select(
             "user_id",
             "day",
@@ -269,20 +363,9 @@ def taste_match(counts: DataFrame, period: list[str]) -> DataFrame:
         (F.col("a.plays") * F.col("b.plays")).alias("product"),
         F.least("a.plays", "b.plays").alias("together"),
     )
-    order = Window.partitionBy("group_id", *period, "user_a", "user_b").orderBy(
-        F.desc("together"), F.asc("artist_name")
-    )
-    dots = (
-        shared.withColumn("rank", F.row_number().over(order))
-        .groupBy("group_id", *period, "user_a", "user_b")
-        .agg(
-            F.sum("product").alias("dot"),
-            F.sort_array(
-                F.collect_list(
-                    F.when(F.col("rank") <= 5, F.struct("rank", "artist_name", "together"))
-                )
-            ).alias("shared_artists"),
-        )
+    dots = shared.groupBy("group_id", *period, "user_a", "user_b").agg(
+        F.sum("product").alias("dot"),
+        top_entries(["artist_name"], count="together", size=5).alias("shared_artists"),
     )
     na = norms.select(
         "group_id", *period, F.col("user_id").alias("user_a"), F.col("norm").alias("na")

@@ -1,9 +1,15 @@
 """Week, month, year and all-time rollups, and the yearly group recap, from daily results.
 
-Pure DataFrame transforms over ``user_daily`` rows (never raw listens): each day keeps every
-track and artist it counted (``track_counts``, ``artist_counts``), so a period's top lists are
-exact sums, not merges of daily top tens. Periods are keyed ``week:YYYY-MM-DD`` (the Monday),
+Pure DataFrame transforms over summaries, never raw listens: stored user days and the month
+and year rollups built from them. Each keeps every track, artist and album it counted
+(``track_counts``, ``artist_counts``, ``album_counts``), so a period's top lists are exact
+sums, not merges of daily top tens. Periods are keyed ``week:YYYY-MM-DD`` (the Monday),
 ``month:YYYY-MM``, ``year:YYYY`` and ``all``.
+
+Incremental: re-running a day rebuilds its week and month from their days, its year from that
+month and the stored other months, and all-time from that year and the stored other years. So
+a day's run reads about a month of days and a summary per month and year, however long the
+history, and gives what summing every day would give (sums, maxima and full counts compose).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from analytics.daily import empty_if_missing, ranked_top, taste_match
+from analytics.daily import empty_if_missing, ranked_top, taste_match, tops_and_counts
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -33,37 +39,80 @@ def period_key(period: str, day: Column) -> Column:
     raise ValueError(f"unknown period {period!r}; expected one of {', '.join(PERIODS)}")
 
 
-def with_periods(user_daily: DataFrame) -> DataFrame:
-    """``user_daily`` with a ``period`` column, one row per day and period holding it."""
-    keys = F.array(*[period_key(p, F.to_date("day")) for p in PERIODS])
-    return user_daily.withColumn("period", F.explode(keys))
+def contributions(summaries: DataFrame, affected: list[str]) -> DataFrame:
+    """Each summary once per affected period it adds to, in a ``period`` column, with the
+    per-day figures as rollups hold them (``active_days``, ``longest_streak``).
+
+    ``summaries`` (:func:`analytics.sources.summaries_schema`) must hold, for ``affected``
+    (:func:`analytics.periods.affected_periods` of a range): every day of the affected weeks
+    and months, the month rollups of the affected years' other months, and the year rollups
+    of the other years. A day adds to its week when that is affected, and to its month, year
+    and all-time when its month is (otherwise the stored month rollup stands for it); a month
+    rollup adds to its year and all-time, a year rollup to all-time. Other rows add nothing.
+    """
+    day = F.to_date("day")
+    week, month = period_key("week", day), period_key("month", day)
+    none = F.array().cast("array<string>")
+    day_periods = F.concat(
+        F.when(week.isin(affected), F.array(week)).otherwise(none),
+        F.when(
+            month.isin(affected), F.array(month, period_key("year", day), F.lit("all"))
+        ).otherwise(none),
+    )
+    period = F.col("period")
+    year_of_month = F.concat(F.lit("year:"), F.substring(period, 7, 4))
+    rollup_periods = (
+        F.when(period.startswith("month:"), F.array(year_of_month, F.lit("all")))
+        .when(period.startswith("year:"), F.array(F.lit("all")))
+        .otherwise(none)
+    )
+    return summaries.select(
+        "user_id",
+        F.explode(F.when(F.col("day").isNotNull(), day_periods).otherwise(rollup_periods)).alias(
+            "period"
+        ),
+        "plays",
+        "minutes",
+        F.coalesce("active_days", F.lit(1)).alias("active_days"),
+        "new_tracks",
+        "new_artists",
+        F.coalesce("longest_streak", "streak").alias("longest_streak"),
+        "hours",
+        "track_counts",
+        "artist_counts",
+        "album_counts",
+    ).where(period.isin(affected))
 
 
 def _counts(
-    daily: DataFrame, column: str, keys: list[str], names: list[str], by: list[str]
+    parts: DataFrame, column: str, keys: list[str], names: list[str], by: list[str]
 ) -> DataFrame:
-    """Sum the per-day counts in ``column`` (structs of keys, names and plays) per ``by`` +
-    keys."""
-    exploded = daily.select(*by, F.explode(column).alias("c")).select(*by, "c.*")
+    """Sum the counts in ``column`` (structs of keys, names and plays) per ``by`` + keys."""
+    exploded = parts.select(*by, F.explode(column).alias("c")).select(*by, "c.*")
     return exploded.groupBy(*by, *keys).agg(
         F.sum("plays").alias("plays"), *[F.first(name).alias(name) for name in names]
     )
 
 
-def user_rollups(periodic: DataFrame) -> DataFrame:
-    """Per (user_id, period): plays, minutes, active_days, discoveries, longest_streak, hours,
-    distinct tracks and artists, top tracks, artists and albums."""
+TRACK_FIELDS = ["track_key", "track_name", "artist_name"]
+ALBUM_FIELDS = ["album_name", "artist_name"]
+
+
+def user_rollups(parts: DataFrame) -> DataFrame:
+    """Per (user_id, period) of :func:`contributions`: plays, minutes, active_days,
+    discoveries, longest_streak, hours, distinct tracks and artists, top tracks, artists and
+    albums, and the full track, artist and album counts (what the next level sums)."""
     by = ["user_id", "period"]
-    totals = periodic.groupBy(*by).agg(
+    totals = parts.groupBy(*by).agg(
         F.sum("plays").alias("plays"),
         F.round(F.sum("minutes"), 3).alias("minutes"),
-        F.count("*").alias("active_days"),
+        F.sum("active_days").alias("active_days"),
         F.sum("new_tracks").alias("new_tracks"),
         F.sum("new_artists").alias("new_artists"),
-        F.max("streak").alias("longest_streak"),
+        F.max("longest_streak").alias("longest_streak"),
     )
     hours = (
-        periodic.select(*by, F.posexplode("hours").alias("hour", "n"))
+        parts.select(*by, F.posexplode("hours").alias("hour", "n"))
         .groupBy(*by, "hour")
         .agg(F.sum("n").alias("n"))
         .groupBy(*by)
@@ -73,9 +122,9 @@ def user_rollups(periodic: DataFrame) -> DataFrame:
             ).alias("hours")
         )
     )
-    tracks = _counts(periodic, "track_counts", ["track_key"], ["track_name", "artist_name"], by)
-    artists = _counts(periodic, "artist_counts", ["artist_name"], [], by)
-    albums = _counts(periodic, "album_counts", ["album_name", "artist_name"], [], by)
+    tracks = _counts(parts, "track_counts", ["track_key"], ["track_name", "artist_name"], by)
+    artists = _counts(parts, "artist_counts", ["artist_name"], [], by)
+    albums = _counts(parts, "album_counts", ALBUM_FIELDS, [], by)
     distinct = (
         tracks.groupBy(*by)
         .agg(F.count("*").alias("distinct_tracks"))
@@ -84,14 +133,15 @@ def user_rollups(periodic: DataFrame) -> DataFrame:
     return (
         totals.join(hours, by)
         .join(distinct, by)
-        .join(ranked_top(tracks, by, ["track_key", "track_name", "artist_name"], "top_tracks"), by)
-        .join(ranked_top(artists, by, ["artist_name"], "top_artists"), by)
-        .join(ranked_top(albums, by, ["album_name", "artist_name"], "top_albums"), by)
+        .join(tops_and_counts(tracks, by, TRACK_FIELDS, "track"), by)
+        .join(tops_and_counts(artists, by, ["artist_name"], "artist"), by)
+        .join(tops_and_counts(albums, by, ALBUM_FIELDS, "album"), by)
     )
 
 
-def group_rollups(periodic: DataFrame, rollups: DataFrame, memberships: DataFrame) -> DataFrame:
-    """Per (group_id, period): leaderboards, the group's top tracks and artists, taste-match."""
+def group_rollups(rollups: DataFrame, memberships: DataFrame) -> DataFrame:
+    """Per (group_id, period), from the members' :func:`user_rollups`: leaderboards, the
+    group's top tracks and artists, taste-match."""
     by = ["group_id", "period"]
     members = rollups.join(memberships, "user_id")
 
@@ -109,12 +159,13 @@ def group_rollups(periodic: DataFrame, rollups: DataFrame, memberships: DataFram
             board("longest_streak").alias("streak"),
         ).alias("leaderboards"),
     )
-    joined = periodic.join(memberships, "user_id")
     per_member = [*by, "user_id"]
-    tracks = _counts(
-        joined, "track_counts", ["track_key"], ["track_name", "artist_name"], per_member
+    tracks = members.select(*per_member, F.explode("track_counts").alias("c")).select(
+        *per_member, "c.*"
     )
-    artists = _counts(joined, "artist_counts", ["artist_name"], [], per_member)
+    artists = members.select(*per_member, F.explode("artist_counts").alias("c")).select(
+        *per_member, "c.*"
+    )
     group_tracks = tracks.groupBy(*by, "track_key").agg(
         F.sum("plays").alias("plays"),
         F.first("track_name").alias("track_name"),
@@ -135,12 +186,7 @@ def group_rollups(periodic: DataFrame, rollups: DataFrame, memberships: DataFram
     )
     return (
         totals.join(
-            ranked_top(
-                group_tracks,
-                by,
-                ["track_key", "track_name", "artist_name", "listeners"],
-                "top_tracks",
-            ),
+            ranked_top(group_tracks, by, [*TRACK_FIELDS, "listeners"], "top_tracks"),
             by,
         )
         .join(ranked_top(group_artists, by, ["artist_name", "listeners"], "top_artists"), by)
@@ -149,15 +195,16 @@ def group_rollups(periodic: DataFrame, rollups: DataFrame, memberships: DataFram
     )
 
 
-def group_recaps(group_rollup: DataFrame, periodic: DataFrame, memberships: DataFrame) -> DataFrame:
+def group_recaps(group_rollup: DataFrame, group_minutes: DataFrame) -> DataFrame:
     """The yearly, Wrapped-style recap of each group: the year's totals, tops and leaders,
-    the best-matched pair, and the group's busiest day."""
+    the best-matched pair, and the group's busiest day.
+
+    ``group_minutes`` has group_id, day (``YYYY-MM-DD``) and minutes of the stored group days
+    of the recapped years.
+    """
     years = group_rollup.where(F.col("period").startswith("year:"))
     busiest = (
-        periodic.where(F.col("period").startswith("year:"))
-        .join(memberships, "user_id")
-        .groupBy("group_id", "period", "day")
-        .agg(F.round(F.sum("minutes"), 3).alias("minutes"))
+        group_minutes.withColumn("period", F.concat(F.lit("year:"), F.substring("day", 1, 4)))
         .groupBy("group_id", "period")
         .agg(F.max(F.struct("minutes", "day")).alias("busiest_day"))
     )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from auxcord.names import Collection
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from google.cloud.storage import Bucket
     from pymongo.database import Database
     from pyspark.sql import DataFrame, SparkSession
@@ -34,30 +35,49 @@ def read_listens(
     spark: SparkSession,
     database: Database[dict[str, Any]],
     *,
+    since: datetime | None = None,
     before: datetime | None = None,
     users: list[str] | None = None,
 ) -> DataFrame:
-    """Stored listens (those ending before ``before``, of ``users``), with LISTEN_FIELDS."""
+    """Stored listens (those ending in ``[since, before)``, of ``users``), with
+    LISTEN_FIELDS."""
+    return spark.createDataFrame(listens_table(database, since=since, before=before, users=users))
+
+
+def listens_table(
+    database: Database[dict[str, Any]],
+    *,
+    since: datetime | None = None,
+    before: datetime | None = None,
+    users: list[str] | None = None,
+) -> pa.Table:
+    """:func:`read_listens` as an Arrow table, which needs no Spark: a daily run reads it
+    while the JVM starts."""
     import pyarrow as pa
     from pymongoarrow.api import Schema, find_arrow_all
 
     types = {"string": pa.string(), "int64": pa.int64(), "timestamp": pa.timestamp("ms")}
     schema = Schema({name: types[kind] for name, kind in LISTEN_FIELDS.items()})
     query: dict[str, Any] = {}
-    if before is not None:
-        query["played_at"] = {"$lt": before}
+    window = {"$gte": since, "$lt": before}
+    if since is not None or before is not None:
+        query["played_at"] = {op: moment for op, moment in window.items() if moment is not None}
     if users is not None:
         query["user_id"] = {"$in": users}
     table = find_arrow_all(database[Collection.LISTENS], query, schema=schema)
     # pymongoarrow reads timestamps as naive UTC; Spark's session time zone is UTC too.
-    return spark.createDataFrame(table.select(list(LISTEN_FIELDS)))
+    return table.select(list(LISTEN_FIELDS))
 
 
 def read_raw_listens(
-    spark: SparkSession, bucket: Bucket, *, before: datetime | None = None
+    spark: SparkSession,
+    bucket: Bucket,
+    *,
+    since: datetime | None = None,
+    before: datetime | None = None,
 ) -> DataFrame:
-    """Listens from the raw Parquet the streaming job writes to GCS (the data lake), from
-    every ``dt=`` partition before ``before``'s day (inclusive), with LISTEN_FIELDS."""
+    """Listens from the raw Parquet the streaming job writes to GCS (the data lake), ending in
+    ``[since, before)``, from the ``dt=`` partitions of those days, with LISTEN_FIELDS."""
     import io
 
     import pyarrow as pa
@@ -65,17 +85,20 @@ def read_raw_listens(
 
     from auxcord.names import RAW_LISTENS_PREFIX
 
+    first_day = since.date().isoformat() if since is not None else None
     last_day = before.date().isoformat() if before is not None else None
     tables = []
     for blob in bucket.list_blobs(prefix=f"{RAW_LISTENS_PREFIX}/dt="):
         day = blob.name.removeprefix(f"{RAW_LISTENS_PREFIX}/dt=")[:10]
-        if last_day is None or day <= last_day:
+        if (first_day is None or day >= first_day) and (last_day is None or day <= last_day):
             tables.append(pq.read_table(io.BytesIO(blob.download_as_bytes())))
     fields = list(LISTEN_FIELDS)
     if not tables:
         return spark.createDataFrame([], read_listens_schema())
     table = pa.concat_tables(tables, promote_options="default").select(fields)
     frame = spark.createDataFrame(table)
+    if since is not None:
+        frame = frame.where(frame.played_at >= since)
     if before is not None:
         frame = frame.where(frame.played_at < before)
     return frame
@@ -100,13 +123,21 @@ def read_memberships(
     spark: SparkSession, database: Database[dict[str, Any]], group: str | None = None
 ) -> DataFrame:
     """``(group_id, user_id)`` for every member of every group (or of ``group``)."""
+    return spark.createDataFrame(
+        membership_pairs(database, group), "group_id string, user_id string"
+    )
+
+
+def membership_pairs(
+    database: Database[dict[str, Any]], group: str | None = None
+) -> list[tuple[str, str]]:
+    """:func:`read_memberships` as plain pairs, which need no Spark."""
     query = {} if group is None else {"_id": group}
-    pairs = [
+    return [
         (str(found["_id"]), str(member))
         for found in database[Collection.GROUPS].find(query, {"members": 1})
         for member in found.get("members", [])
     ]
-    return spark.createDataFrame(pairs, "group_id string, user_id string")
 
 
 def read_documents(
@@ -129,3 +160,77 @@ def read_documents(
     if not documents:
         return None
     return spark.read.json(spark.sparkContext.parallelize(documents))
+
+
+def summaries_schema() -> pa.Schema:
+    """What rollups (and the discoveries and streaks of the days after) read back from stored
+    ``user_daily`` documents and month and year ``user_rollups``: the additive figures and the
+    full counts, not the top tens (rollups rank the full counts again).
+
+    One schema for both: a day has ``day`` and ``streak``, a rollup ``period``,
+    ``active_days`` and ``longest_streak``; what a document lacks reads as null.
+    """
+    import pyarrow as pa
+
+    plays = pa.field("plays", pa.int64())
+    names = [("track_name", pa.string()), ("artist_name", pa.string())]
+    return pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("day", pa.string()),
+            ("period", pa.string()),
+            ("plays", pa.int64()),
+            ("minutes", pa.float64()),
+            ("active_days", pa.int64()),
+            ("new_tracks", pa.int64()),
+            ("new_artists", pa.int64()),
+            ("streak", pa.int64()),
+            ("longest_streak", pa.int64()),
+            ("hours", pa.list_(pa.int64())),
+            ("track_counts", pa.list_(pa.struct([("track_key", pa.string()), *names, plays]))),
+            ("artist_counts", pa.list_(pa.struct([("artist_name", pa.string()), plays]))),
+            (
+                "album_counts",
+                pa.list_(
+                    pa.struct([("album_name", pa.string()), ("artist_name", pa.string()), plays])
+                ),
+            ),
+        ]
+    )
+
+
+def summaries_table(
+    database: Database[dict[str, Any]], collection: Collection, query: dict[str, Any]
+) -> pa.Table:
+    """Stored user days or rollups matching ``query``, with :func:`summaries_schema`.
+
+    Through pymongoarrow with an explicit schema, not JSON and schema inference as
+    :func:`read_documents` does: these are thousands of documents with nested arrays. An
+    Arrow table, so a run can read it while the JVM starts.
+    """
+    from pymongoarrow.api import Schema, find_arrow_all
+
+    schema = summaries_schema()
+    table = find_arrow_all(
+        database[collection],
+        query,
+        schema=Schema({field.name: field.type for field in schema}),
+        projection={field.name: 1 for field in schema} | {"_id": 0},
+    )
+    return table.select(schema.names).cast(schema)
+
+
+def group_minutes_table(database: Database[dict[str, Any]], query: dict[str, Any]) -> pa.Table:
+    """``(group_id, day, minutes)`` of the stored group days matching ``query``: what the
+    recaps need to find each group's busiest day."""
+    import pyarrow as pa
+    from pymongoarrow.api import Schema, find_arrow_all
+
+    schema = Schema({"group_id": pa.string(), "day": pa.string(), "minutes": pa.float64()})
+    table = find_arrow_all(
+        database[Collection.GROUP_DAILY],
+        query,
+        schema=schema,
+        projection={"group_id": 1, "day": 1, "minutes": 1, "_id": 0},
+    )
+    return table.select(["group_id", "day", "minutes"])

@@ -13,7 +13,14 @@ from analytics.aggregate import aggregate_days
 from auxcord.events import ListenEvent
 from auxcord.names import Collection
 from auxcord.settings import Settings
-from tests.analytics.test_daily import GROUPS, ZONES, make_plays
+from tests.analytics.test_daily import (
+    GROUPS,
+    LAST,
+    START,
+    ZONES,
+    make_plays,
+    reference_user_days,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,11 +41,14 @@ def seed(db: Database[dict[str, Any]]) -> None:
     db[Collection.LISTENS].insert_many(documents)
 
 
-def snapshot(db: Database[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    return {
-        name: sorted(db[name].find(), key=lambda d: d["_id"])
-        for name in (Collection.USER_DAILY, Collection.GROUP_DAILY)
-    }
+DAYS = (Collection.USER_DAILY, Collection.GROUP_DAILY)
+EVERYTHING = (*DAYS, Collection.USER_ROLLUPS, Collection.GROUP_ROLLUPS, Collection.GROUP_RECAPS)
+
+
+def snapshot(
+    db: Database[dict[str, Any]], names: tuple[Collection, ...] = DAYS
+) -> dict[str, list[dict[str, Any]]]:
+    return {name: sorted(db[name].find(), key=lambda d: d["_id"]) for name in names}
 
 
 def test_a_day_is_stored_once_and_rerunning_it_changes_nothing(
@@ -61,16 +71,42 @@ def test_a_day_is_stored_once_and_rerunning_it_changes_nothing(
 def test_a_backfill_stores_what_daily_runs_store(
     spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
 ) -> None:
+    from analytics.periods import affected_periods
+
     seed(mongo_db)
-    first, last = date(2026, 3, 27), date(2026, 3, 30)
+    aggregate_days(test_settings, START, date(2026, 3, 29), spark=spark)
+    # Day by day across the end of March: each run builds on the stored days and rollups.
+    first, last = date(2026, 3, 30), date(2026, 4, 1)
     for offset in range((last - first).days + 1):
         day = first + timedelta(days=offset)
         aggregate_days(test_settings, day, day, spark=spark)
-    daily = snapshot(mongo_db)
-    for name in daily:
-        mongo_db[name].delete_many({})
+    stored = snapshot(mongo_db, EVERYTHING)
+    # Each run reads only its own day's plays and carries on from the stored days before it,
+    # to the same discoveries and streaks as the whole history gives.
+    expected = reference_user_days(make_plays())
+    # The reference covers March.
+    carried = [d for d in stored[Collection.USER_DAILY] if str(first) <= d["day"] <= str(LAST)]
+    assert len(carried) == sum(1 for _, day in expected if first <= day <= LAST)
+    for document in carried:
+        want = expected[(document["user_id"], date.fromisoformat(document["day"]))]
+        assert (document["new_tracks"], document["streak"]) == (
+            want["new_tracks"], want["streak"]
+        ), document["_id"]  # fmt: skip
+    assert any(document["streak"] > 4 for document in carried), "streaks run into the range"
+    # The same range as one backfill, on the days and rollups stored before it.
+    mongo_db[Collection.USER_DAILY].delete_many({"day": {"$gte": str(first), "$lte": str(last)}})
+    mongo_db[Collection.GROUP_DAILY].delete_many({"day": {"$gte": str(first), "$lte": str(last)}})
+    for name in (Collection.USER_ROLLUPS, Collection.GROUP_ROLLUPS):
+        mongo_db[name].delete_many({"period": {"$in": affected_periods(first, last)}})
+    mongo_db[Collection.GROUP_RECAPS].delete_many({})
     aggregate_days(test_settings, first, last, spark=spark)
-    assert snapshot(mongo_db) == daily
+    assert snapshot(mongo_db, EVERYTHING) == stored
+    # And the whole history as one backfill from nothing: rollups built from month and year
+    # rollups equal those summed from every day.
+    for name in EVERYTHING:
+        mongo_db[name].delete_many({})
+    aggregate_days(test_settings, START, last, spark=spark)
+    assert snapshot(mongo_db, EVERYTHING) == stored
 
 
 def test_the_dashboard_reads_are_indexed(

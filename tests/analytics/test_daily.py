@@ -12,7 +12,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from analytics.daily import group_daily_stats, local_listens, user_daily_stats
+from analytics.daily import (
+    as_summaries,
+    before_from_summaries,
+    group_daily_stats,
+    local_listens,
+    user_daily_stats,
+)
+from analytics.sources import summaries_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -21,6 +28,8 @@ ZONES = {"ana": "America/New_York", "ben": "Europe/Berlin", "cy": "UTC", "dee": 
 GROUPS = {"g1": ["ana", "ben", "cy"], "g2": ["cy", "dee"]}
 FIRST, LAST = date(2026, 3, 6), date(2026, 3, 31)
 TRACKS = [(f"t{n}", f"Track {n}", f"Artist {n % 7}", f"Album {n % 5}") for n in range(40)]
+START = date(2026, 2, 28)
+"""The first local day with a play (1 March 00:00 UTC is still 28 February in New York)."""
 
 
 def make_plays(seed: int = 7) -> list[dict[str, Any]]:
@@ -103,6 +112,15 @@ def reference_user_days(plays: list[dict[str, Any]]) -> dict[tuple[str, date], d
     return result
 
 
+def days_after_history(history: DataFrame, first: date, last: date) -> DataFrame:
+    """User days of ``[first, last]``, carrying on from the days before ``first`` (computed
+    the same way from START, with nothing before), as a run after the stored days does."""
+    earlier = user_daily_stats(history, START, first - timedelta(days=1), None)
+    schema = history.sparkSession.createDataFrame(summaries_schema().empty_table()).schema
+    before = before_from_summaries(as_summaries(earlier, schema), first)
+    return user_daily_stats(history, first, last, before)
+
+
 @pytest.fixture(scope="module")
 def frames(spark: SparkSession) -> tuple[DataFrame, DataFrame]:
     plays = make_plays()
@@ -123,7 +141,7 @@ def frames(spark: SparkSession) -> tuple[DataFrame, DataFrame]:
 def test_user_days_match_the_plain_python_reference(frames: tuple[DataFrame, DataFrame]) -> None:
     history, _ = frames
     expected = reference_user_days(make_plays())
-    rows = {(r.user_id, r.day): r for r in user_daily_stats(history, FIRST, LAST).collect()}
+    rows = {(r.user_id, r.day): r for r in days_after_history(history, FIRST, LAST).collect()}
     assert set(rows) == set(expected)
     for key, want in expected.items():
         got = rows[key]
@@ -137,7 +155,7 @@ def test_user_days_match_the_plain_python_reference(frames: tuple[DataFrame, Dat
 
 def test_timezone_edges_land_on_the_local_day(frames: tuple[DataFrame, DataFrame]) -> None:
     history, _ = frames
-    rows = {(r.user_id, r.day): r for r in user_daily_stats(history, FIRST, LAST).collect()}
+    rows = {(r.user_id, r.day): r for r in days_after_history(history, FIRST, LAST).collect()}
     # 23:59 in New York on the US DST day is still 8 March, though UTC says 9 March.
     assert rows[("ana", date(2026, 3, 8))].hours[23] >= 1
     assert (
@@ -152,7 +170,7 @@ def test_a_range_equals_its_days_one_by_one(frames: tuple[DataFrame, DataFrame])
     history, memberships = frames
 
     def days(first: date, last: date) -> tuple[list[Any], list[Any]]:
-        users = user_daily_stats(history, first, last)
+        users = days_after_history(history, first, last)
         groups = group_daily_stats(history, users, memberships, first, last)
         return sorted(map(str, users.collect())), sorted(map(str, groups.collect()))
 
@@ -168,7 +186,7 @@ def test_a_range_equals_its_days_one_by_one(frames: tuple[DataFrame, DataFrame])
 
 def test_group_days_rank_members_and_find_shared_songs(frames: tuple[DataFrame, DataFrame]) -> None:
     history, memberships = frames
-    users = user_daily_stats(history, FIRST, LAST)
+    users = days_after_history(history, FIRST, LAST)
     expected = reference_user_days(make_plays())
     groups = {
         (r.group_id, r.day): r
