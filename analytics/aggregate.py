@@ -201,12 +201,8 @@ def stored_summaries_queries(first: date, last: date) -> tuple[dict[str, Any], d
         ]
     }
     years = [key for key in periods if key.startswith("year:")]
-    other_months = [
-        f"month:{key.removeprefix('year:')}-{month:02d}"
-        for key in years
-        for month in range(1, 13)
-        if f"month:{key.removeprefix('year:')}-{month:02d}" not in periods
-    ]
+    months = [f"month:{key.removeprefix('year:')}-{n:02d}" for key in years for n in range(1, 13)]
+    other_months = [month for month in months if month not in periods]
     rollups = {
         "$or": [
             {"period": {"$in": other_months}},

@@ -84,13 +84,19 @@ def contributions(summaries: DataFrame, affected: list[str]) -> DataFrame:
     ).where(period.isin(affected))
 
 
+def _entries(frame: DataFrame, column: str, by: list[str]) -> DataFrame:
+    """One row per entry of the counts in ``column``, with ``by`` and the entry's fields."""
+    return frame.select(*by, F.explode(column).alias("c")).select(*by, "c.*")
+
+
 def _counts(
     parts: DataFrame, column: str, keys: list[str], names: list[str], by: list[str]
 ) -> DataFrame:
     """Sum the counts in ``column`` (structs of keys, names and plays) per ``by`` + keys."""
-    exploded = parts.select(*by, F.explode(column).alias("c")).select(*by, "c.*")
-    return exploded.groupBy(*by, *keys).agg(
-        F.sum("plays").alias("plays"), *[F.first(name).alias(name) for name in names]
+    return (
+        _entries(parts, column, by)
+        .groupBy(*by, *keys)
+        .agg(F.sum("plays").alias("plays"), *[F.first(name).alias(name) for name in names])
     )
 
 
@@ -160,12 +166,8 @@ def group_rollups(rollups: DataFrame, memberships: DataFrame) -> DataFrame:
         ).alias("leaderboards"),
     )
     per_member = [*by, "user_id"]
-    tracks = members.select(*per_member, F.explode("track_counts").alias("c")).select(
-        *per_member, "c.*"
-    )
-    artists = members.select(*per_member, F.explode("artist_counts").alias("c")).select(
-        *per_member, "c.*"
-    )
+    tracks = _entries(members, "track_counts", per_member)
+    artists = _entries(members, "artist_counts", per_member)
     group_tracks = tracks.groupBy(*by, "track_key").agg(
         F.sum("plays").alias("plays"),
         F.first("track_name").alias("track_name"),
