@@ -71,6 +71,7 @@ def contributions(summaries: DataFrame, affected: list[str]) -> DataFrame:
         F.explode(F.when(F.col("day").isNotNull(), day_periods).otherwise(rollup_periods)).alias(
             "period"
         ),
+        "day",
         "plays",
         "minutes",
         F.coalesce("active_days", F.lit(1)).alias("active_days"),
@@ -107,11 +108,19 @@ ALBUM_FIELDS = ["album_name", "artist_name"]
 def user_rollups(parts: DataFrame) -> DataFrame:
     """Per (user_id, period) of :func:`contributions`: plays, minutes, active_days,
     discoveries, longest_streak, hours, distinct tracks and artists, top tracks, artists and
-    albums, and the full track, artist and album counts (what the next level sums)."""
+    albums, and the full track, artist and album counts (what the next level sums).
+
+    ``day_minutes`` lists the minutes of each day the period was summed from (its own days
+    for weeks and months): a month keeps them so that a year's recap finds the busiest day
+    without reading the group days of the whole year."""
     by = ["user_id", "period"]
+    day = F.col("day")
     totals = parts.groupBy(*by).agg(
         F.sum("plays").alias("plays"),
         F.round(F.sum("minutes"), 3).alias("minutes"),
+        F.sort_array(
+            F.collect_list(F.when(day.isNotNull(), F.struct(day.alias("day"), "minutes")))
+        ).alias("day_minutes"),
         F.sum("active_days").alias("active_days"),
         F.sum("new_tracks").alias("new_tracks"),
         F.sum("new_artists").alias("new_artists"),
@@ -197,12 +206,36 @@ def group_rollups(rollups: DataFrame, memberships: DataFrame) -> DataFrame:
     )
 
 
+def group_day_minutes(
+    summaries: DataFrame, memberships: DataFrame, affected: list[str]
+) -> DataFrame:
+    """``(group_id, day, minutes)`` of every day of the ``affected`` years when a member
+    played: the group days' minutes, summed again from the members' days.
+
+    ``summaries`` is what :func:`contributions` takes for ``affected``: the affected months'
+    days come as days, the years' other months as month rollups, which list their days'
+    minutes (``day_minutes``). Days of an affected week in a month that is not affected are
+    left to their month's rollup (or, in another year, out).
+    """
+    month = period_key("month", F.to_date("day"))
+    days = summaries.where(month.isin(affected)).select("user_id", "day", "minutes")
+    months = summaries.where(F.col("period").startswith("month:")).select(
+        "user_id", F.inline("day_minutes")
+    )
+    return (
+        days.unionByName(months)
+        .join(memberships, "user_id")
+        .groupBy("group_id", "day")
+        .agg(F.round(F.sum("minutes"), 3).alias("minutes"))
+    )
+
+
 def group_recaps(group_rollup: DataFrame, group_minutes: DataFrame) -> DataFrame:
     """The yearly, Wrapped-style recap of each group: the year's totals, tops and leaders,
     the best-matched pair, and the group's busiest day.
 
-    ``group_minutes`` has group_id, day (``YYYY-MM-DD``) and minutes of the stored group days
-    of the recapped years.
+    ``group_minutes`` has group_id, day (``YYYY-MM-DD``) and minutes of the group's days of
+    the recapped years (:func:`group_day_minutes`).
     """
     years = group_rollup.where(F.col("period").startswith("year:"))
     busiest = (

@@ -41,7 +41,9 @@ def read_listens(
 ) -> DataFrame:
     """Stored listens (those ending in ``[since, before)``, of ``users``), with
     LISTEN_FIELDS."""
-    return spark.createDataFrame(listens_table(database, since=since, before=before, users=users))
+    from auxcord.spark import arrow_frame
+
+    return arrow_frame(spark, listens_table(database, since=since, before=before, users=users))
 
 
 def listens_table(
@@ -84,6 +86,7 @@ def read_raw_listens(
     import pyarrow.parquet as pq
 
     from auxcord.names import RAW_LISTENS_PREFIX
+    from auxcord.spark import arrow_frame
 
     first_day = since.date().isoformat() if since is not None else None
     last_day = before.date().isoformat() if before is not None else None
@@ -96,7 +99,7 @@ def read_raw_listens(
     if not tables:
         return spark.createDataFrame([], read_listens_schema())
     table = pa.concat_tables(tables, promote_options="default").select(fields)
-    frame = spark.createDataFrame(table)
+    frame = arrow_frame(spark, table)
     if since is not None:
         frame = frame.where(frame.played_at >= since)
     if before is not None:
@@ -168,7 +171,8 @@ def summaries_schema() -> pa.Schema:
     full counts, not the top tens (rollups rank the full counts again).
 
     One schema for both: a day has ``day`` and ``streak``, a rollup ``period``,
-    ``active_days`` and ``longest_streak``; what a document lacks reads as null.
+    ``active_days`` and ``longest_streak`` (and a month ``day_minutes``); what a document
+    lacks reads as null.
     """
     import pyarrow as pa
 
@@ -187,6 +191,10 @@ def summaries_schema() -> pa.Schema:
             ("streak", pa.int64()),
             ("longest_streak", pa.int64()),
             ("hours", pa.list_(pa.int64())),
+            (
+                "day_minutes",
+                pa.list_(pa.struct([("day", pa.string()), ("minutes", pa.float64())])),
+            ),
             ("track_counts", pa.list_(pa.struct([("track_key", pa.string()), *names, plays]))),
             ("artist_counts", pa.list_(pa.struct([("artist_name", pa.string()), plays]))),
             (
@@ -200,37 +208,29 @@ def summaries_schema() -> pa.Schema:
 
 
 def summaries_table(
-    database: Database[dict[str, Any]], collection: Collection, query: dict[str, Any]
+    database: Database[dict[str, Any]], collection: Collection, queries: list[dict[str, Any]]
 ) -> pa.Table:
-    """Stored user days or rollups matching ``query``, with :func:`summaries_schema`.
+    """Stored user days or rollups matching any of ``queries`` (which must not overlap), with
+    :func:`summaries_schema`.
 
     Through pymongoarrow with an explicit schema, not JSON and schema inference as
     :func:`read_documents` does: these are thousands of documents with nested arrays. An
     Arrow table, so a run can read it while the JVM starts.
     """
-    from pymongoarrow.api import Schema, find_arrow_all
-
-    schema = summaries_schema()
-    table = find_arrow_all(
-        database[collection],
-        query,
-        schema=Schema({field.name: field.type for field in schema}),
-        projection={field.name: 1 for field in schema} | {"_id": 0},
-    )
-    return table.select(schema.names).cast(schema)
-
-
-def group_minutes_table(database: Database[dict[str, Any]], query: dict[str, Any]) -> pa.Table:
-    """``(group_id, day, minutes)`` of the stored group days matching ``query``: what the
-    recaps need to find each group's busiest day."""
     import pyarrow as pa
     from pymongoarrow.api import Schema, find_arrow_all
 
-    schema = Schema({"group_id": pa.string(), "day": pa.string(), "minutes": pa.float64()})
-    table = find_arrow_all(
-        database[Collection.GROUP_DAILY],
-        query,
-        schema=schema,
-        projection={"group_id": 1, "day": 1, "minutes": 1, "_id": 0},
-    )
-    return table.select(["group_id", "day", "minutes"])
+    schema = summaries_schema()
+    projection = {field.name: 1 for field in schema} | {"_id": 0}
+    tables = [
+        find_arrow_all(
+            database[collection],
+            query,
+            schema=Schema({field.name: field.type for field in schema}),
+            projection=projection,
+        )
+        .select(schema.names)
+        .cast(schema)
+        for query in queries
+    ]
+    return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from auxcord.settings import Settings
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
 
 
 def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
@@ -33,6 +34,16 @@ def build_spark_session(settings: Settings, app_name: str) -> SparkSession:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", settings.spark_driver_memory)
         .config("spark.sql.warehouse.dir", str(settings.data_dir / "spark-warehouse"))
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.data_dir}")
+        .config(
+            "spark.driver.extraJavaOptions",
+            f"-Dderby.system.home={settings.data_dir} {settings.spark_driver_java_options}",
+        )
     )
     return builder.getOrCreate()
+
+
+def arrow_frame(spark: SparkSession, table: pa.Table) -> DataFrame:
+    """``table`` as a DataFrame, its chunks combined first: pyspark 4.3 drops every record
+    batch after an empty one, as a concatenation of query results where one found nothing
+    has (``[2, 0, 1]`` rows become 2)."""
+    return spark.createDataFrame(table.combine_chunks())
