@@ -39,9 +39,7 @@ def _run(first: date, last: date, group: str | None, source: str) -> None:
         "starting Spark",
         "reading listens",
         "computing user days",
-        "computing group days",
-        "writing",
-        "updating rollups",
+        "computing group days and rollups",
     ]
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console

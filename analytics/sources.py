@@ -221,13 +221,15 @@ def summaries_table(
     from pymongoarrow.api import Schema, find_arrow_all
 
     schema = summaries_schema()
-    projection = {field.name: 1 for field in schema} | {"_id": 0}
+    # No projection (pymongoarrow reads only the schema's fields anyway): the documents are
+    # mostly the counts read here, and the local server projects slower than it sends
+    # (rollups 2.7 s instead of 4.5 s).
     tables = [
         find_arrow_all(
             database[collection],
             query,
             schema=Schema({field.name: field.type for field in schema}),
-            projection=projection,
+            projection=None,
         )
         .select(schema.names)
         .cast(schema)
