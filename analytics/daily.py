@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 TOP_N = 10
 """How many top tracks, artists and albums a day keeps."""
 
+TRACK_FIELDS = ["track_key", "track_name", "artist_name"]
+"""A track's key and the names shown with it, in top lists and counts."""
+ALBUM_FIELDS = ["album_name", "artist_name"]
+"""An album's key (its name and artist), in top lists and counts."""
+
 
 def local_listens(listens: DataFrame, users: DataFrame) -> DataFrame:
     """Music listens with the listener's local ``day`` and ``hour``, time played (``ms``) and
@@ -230,14 +235,13 @@ def user_daily_stats(
         F.sequence(F.lit(0), F.lit(23)), lambda h: F.coalesce(F.col("by_hour")[h], F.lit(0))
     )
     by = ["user_id", "day"]
-    track_fields = ["track_key", "track_name", "artist_name"]
-    tracks = _count(plays, ["track_key"], track_fields)
+    tracks = _count(plays, ["track_key"], TRACK_FIELDS)
     artists = _count(plays, ["artist_name"], ["artist_name"])
-    albums = _count(plays, ["album_name", "artist_name"], ["album_name", "artist_name"])
+    albums = _count(plays, ALBUM_FIELDS, ALBUM_FIELDS)
     return (
-        totals.join(tops_and_counts(tracks, by, track_fields, "track"), by)
+        totals.join(tops_and_counts(tracks, by, TRACK_FIELDS, "track"), by)
         .join(tops_and_counts(artists, by, ["artist_name"], "artist"), by)
-        .join(tops_and_counts(albums, by, ["album_name", "artist_name"], "album"), by)
+        .join(tops_and_counts(albums, by, ALBUM_FIELDS, "album"), by)
         .join(
             hours.select(
                 "user_id", "day", hour_array.cast(T.ArrayType(T.LongType())).alias("hours")
@@ -305,7 +309,7 @@ def group_tops(plays: DataFrame, memberships: DataFrame) -> DataFrame:
         )
         return ranked_top(counted, by, [*keys, "listeners"], name)
 
-    tracks = top(["track_key", "track_name", "artist_name"], "top_tracks")
+    tracks = top(TRACK_FIELDS, "top_tracks")
     return tracks.join(top(["artist_name"], "top_artists"), by)
 
 

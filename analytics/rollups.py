@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from analytics.daily import empty_if_missing, ranked_top, taste_match, tops_and_counts
+from analytics.daily import (
+    ALBUM_FIELDS,
+    TRACK_FIELDS,
+    empty_if_missing,
+    ranked_top,
+    taste_match,
+    tops_and_counts,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -99,10 +106,6 @@ def _counts(
         .groupBy(*by, *keys)
         .agg(F.sum("plays").alias("plays"), *[F.first(name).alias(name) for name in names])
     )
-
-
-TRACK_FIELDS = ["track_key", "track_name", "artist_name"]
-ALBUM_FIELDS = ["album_name", "artist_name"]
 
 
 def user_rollups(parts: DataFrame) -> DataFrame:
