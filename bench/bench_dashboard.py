@@ -341,7 +341,7 @@ def measure_live_feed(base_settings: Settings, samples: int) -> None:
                     page = context.new_page()
                     page.goto(f"{base}/groups/live")
                     page.wait_for_function(
-                        "Number(document.getElementById('live-feed').dataset.updates || 0) >= 1"
+                        "() => Number(document.getElementById('live-feed').dataset.updates) >= 1"
                     )
                     rng = random.Random(5)
                     while len(latencies) < samples:

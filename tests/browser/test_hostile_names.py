@@ -48,8 +48,10 @@ def test_hostile_names_render_as_text_and_no_dialog_fires(
             page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
         page.goto(world.base + "/groups/g1")
         # The live feed's script re-renders the feed from the SSE message with textContent.
+        # The predicate is a function: a bare expression is eval'd in the page when it has to
+        # poll, and the page's CSP (no 'unsafe-eval') rightly refuses that.
         page.wait_for_function(
-            "Number(document.getElementById('live-feed').dataset.updates || 0) >= 1"
+            "() => Number(document.getElementById('live-feed').dataset.updates) >= 1"
         )
         feed = page.locator("#live-feed")
         assert IMG_NAME in feed.inner_text(), "the hostile track name shows as text"
