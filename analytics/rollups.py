@@ -113,16 +113,17 @@ def user_rollups(parts: DataFrame) -> DataFrame:
     discoveries, longest_streak, hours, distinct tracks and artists, top tracks, artists and
     albums, and the full track, artist and album counts (what the next level sums).
 
-    ``day_minutes`` lists the minutes of each day the period was summed from (its own days
-    for weeks and months): a month keeps them so that a year's recap finds the busiest day
-    without reading the group days of the whole year."""
+    ``day_minutes`` lists a month's days with their minutes (empty for other periods): a
+    month keeps them so that a year's recap finds the busiest day without reading the group
+    days of the whole year."""
     by = ["user_id", "period"]
     day = F.col("day")
+    month_day = day.isNotNull() & F.col("period").startswith("month:")
     totals = parts.groupBy(*by).agg(
         F.sum("plays").alias("plays"),
         F.round(F.sum("minutes"), 3).alias("minutes"),
         F.sort_array(
-            F.collect_list(F.when(day.isNotNull(), F.struct(day.alias("day"), "minutes")))
+            F.collect_list(F.when(month_day, F.struct(day.alias("day"), "minutes")))
         ).alias("day_minutes"),
         F.sum("active_days").alias("active_days"),
         F.sum("new_tracks").alias("new_tracks"),

@@ -221,6 +221,7 @@ def summaries_table(
     from pymongoarrow.api import Schema, find_arrow_all
 
     schema = summaries_schema()
+    wanted = Schema({field.name: field.type for field in schema})
     # No projection (pymongoarrow reads only the schema's fields anyway): the documents are
     # mostly the counts read here, and the local server projects slower than it sends
     # (rollups 2.7 s instead of 4.5 s).
@@ -228,7 +229,7 @@ def summaries_table(
         find_arrow_all(
             database[collection],
             query,
-            schema=Schema({field.name: field.type for field in schema}),
+            schema=wanted,
             projection=None,
         )
         .select(schema.names)
