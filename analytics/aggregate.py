@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
+from enum import StrEnum
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +30,7 @@ from analytics.daily import (
     local_listens,
     user_daily_stats,
 )
-from analytics.periods import affected_periods, period_days
+from analytics.periods import affected_periods, local_days_window, period_days
 from analytics.sources import (
     listens_table,
     membership_pairs,
@@ -46,9 +47,15 @@ if TYPE_CHECKING:
     from pymongo.database import Database
     from pyspark.sql import DataFrame, SparkSession
 
-# The widest UTC offsets (UTC-12, UTC+14): a local day starts and ends at most this long
-# before or after UTC's.
-_LATEST_OFFSET = timedelta(hours=14)
+
+class AggregateStep(StrEnum):
+    """The steps :func:`aggregate_days` reports through ``on_step``, in order: the CLI's
+    progress bar counts them."""
+
+    STARTING_SPARK = "starting Spark"
+    READING_LISTENS = "reading listens"
+    USER_DAYS = "computing user days"
+    GROUP_DAYS_AND_ROLLUPS = "computing group days and rollups"
 
 
 @dataclass
@@ -128,8 +135,7 @@ def aggregate_days(
         members = sorted({user for _, user in pairs})
         if not members:
             raise AuxcordError(f"no group {group!r} (or it has no members)")
-    since = datetime.combine(first, time(), UTC) - _LATEST_OFFSET
-    until = datetime.combine(last + timedelta(days=1), time(), UTC) + _LATEST_OFFSET
+    since, until = local_days_window(first, last)
     user_scope = {} if members is None else {"user_id": {"$in": members}}
     days_queries, rollups_queries = stored_summaries_queries(first, last)
     # MongoDB reads take as long as the JVM takes to start, so they run meanwhile.
@@ -154,7 +160,7 @@ def aggregate_days(
         session = spark or build_spark_session(
             settings, "auxcord-aggregate", short_run=last - first < timedelta(days=7)
         )
-        on_step("reading listens")
+        on_step(AggregateStep.READING_LISTENS)
         if stored_listens is not None:
             listens = arrow_frame(session, stored_listens.result())
         else:
@@ -166,7 +172,7 @@ def aggregate_days(
         ).cache()
     memberships = session.createDataFrame(pairs, "group_id string, user_id string")
     plays = local_listens(listens, read_users(session, database)).cache()
-    on_step("computing user days")
+    on_step(AggregateStep.USER_DAYS)
     before = before_from_summaries(stored, first)
     # Checkpointed, not cached: later plans build on it, and Spark compares every new plan
     # with the lineage of what is cached (deep ones here made that the slowest step).
@@ -174,7 +180,7 @@ def aggregate_days(
     user_documents = _documents(user_daily, "user_id")
     ensure_indexes(database)
     replace_days(database, Collection.USER_DAILY, user_documents, first, last, user_scope)
-    on_step("computing group days and rollups")
+    on_step(AggregateStep.GROUP_DAYS_AND_ROLLUPS)
     group_scope = {} if group is None else {"group_id": group}
 
     @inheritable_thread_target(session)

@@ -33,18 +33,12 @@ Source = Annotated[
 
 
 def _run(first: date, last: date, group: str | None, source: str) -> None:
-    from analytics.aggregate import aggregate_days
+    from analytics.aggregate import AggregateStep, aggregate_days
 
-    steps = [
-        "starting Spark",
-        "reading listens",
-        "computing user days",
-        "computing group days and rollups",
-    ]
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
     ) as progress:
-        task = progress.add_task(steps[0], total=len(steps) + 1)
+        task = progress.add_task(AggregateStep.STARTING_SPARK, total=len(AggregateStep) + 1)
 
         def advance(step: str) -> None:
             progress.update(task, advance=1, description=step)
@@ -59,7 +53,7 @@ def _run(first: date, last: date, group: str | None, source: str) -> None:
             source="gcs" if source == "gcs" else "mongodb",
             on_step=advance,
         )
-        progress.update(task, completed=len(steps) + 1, description="done")
+        progress.update(task, completed=len(AggregateStep) + 1, description="done")
     days = (last - first).days + 1
     console.print(
         f"{days} day(s) {first} to {last}: {result.user_days:,} user days and "

@@ -7,7 +7,7 @@ web app can use it.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 
 Period = Literal["day", "week", "month", "year", "all"]
@@ -25,6 +25,20 @@ def period_key(period: Period, day: date) -> str:
     if period == "year":
         return f"year:{day:%Y}"
     return "all"
+
+
+# The widest UTC offsets (UTC-12, UTC+14): a local day starts and ends at most this long
+# before or after UTC's.
+_LATEST_OFFSET = timedelta(hours=14)
+
+
+def local_days_window(first: date, last: date) -> tuple[datetime, datetime]:
+    """``[since, until)`` in UTC: every instant that falls on a local day of ``[first, last]``
+    in some timezone, so a query on ``played_at`` finds all of those days' plays (and some
+    of the neighbouring days', which the caller drops by local day)."""
+    since = datetime.combine(first, time(), UTC) - _LATEST_OFFSET
+    until = datetime.combine(last + timedelta(days=1), time(), UTC) + _LATEST_OFFSET
+    return since, until
 
 
 def affected_periods(first: date, last: date) -> list[str]:

@@ -34,11 +34,11 @@ import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
 from typing import Any
 
 import pyarrow as pa
 
+from analytics.periods import local_days_window
 from auxcord.clients import mongo_client
 from auxcord.names import Collection
 from auxcord.settings import Settings, get_settings
@@ -67,10 +67,8 @@ def mongo_pipeline_user_days(
     One pipeline per timezone: the local server does not take the timezone from a field.
     Plays are matched on the indexed ``played_at`` window that can hold those local days.
     """
-    window = {
-        "$gte": datetime.combine(first, dtime(), UTC) - timedelta(hours=14),
-        "$lt": datetime.combine(last + timedelta(days=1), dtime(), UTC) + timedelta(hours=14),
-    }
+    since, until = local_days_window(first, last)
+    window = {"$gte": since, "$lt": until}
     with mongo_client(settings) as client:
         db = client[database]
         zones: dict[str, list[str]] = {}
