@@ -143,7 +143,7 @@ class ImportJobs:
         job.report = _report_view(report)
         job.stage = "storing"
         finished = subprocess.run(
-            [sys.executable, "-c", "from auxcord.cli import main; main()", "import",
+            [sys.executable, "-c", "from cli.main import main; main()", "import",
              str(job.path), "--user", job.user_id],
             env={**os.environ, **self.settings.as_environment()},
             capture_output=True, text=True, check=False,

@@ -1,4 +1,4 @@
-"""auxcord's shared core: settings, the event model, names, clients, the local stack and the CLI."""
+"""auxcord's shared core: settings, the event model, names, errors, clients, Spark, stores."""
 
 from auxcord.errors import AuxcordError, ConfigError, InvalidEvent, StackError
 

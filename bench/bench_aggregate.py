@@ -42,8 +42,8 @@ from analytics.periods import local_days_window
 from auxcord.clients import mongo_client
 from auxcord.names import Collection
 from auxcord.settings import Settings, get_settings
-from auxcord.simulator.frames import track_plays
-from auxcord.simulator.model import World, WorldConfig
+from devtools.simulator.frames import track_plays
+from devtools.simulator.model import World, WorldConfig
 from streaming.sinks import ensure_indexes as ensure_listens_indexes
 
 GROUP = "bench-group"
@@ -107,7 +107,7 @@ def mongo_pipeline_user_days(
 def run_cli(environment: dict[str, str], *args: str) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", *args],
         env=environment,
         check=True,
         stdout=subprocess.DEVNULL,

@@ -45,9 +45,9 @@ from api.security import session_cookie
 from auxcord.clients import mongo_database
 from auxcord.names import Collection
 from auxcord.settings import Settings
-from auxcord.simulator.frames import track_plays
-from auxcord.simulator.model import World, WorldConfig
-from auxcord.stack import LocalStack, free_port, settings_on_free_ports
+from devtools.simulator.frames import track_plays
+from devtools.simulator.model import World, WorldConfig
+from devtools.stack import LocalStack, free_port, settings_on_free_ports
 
 GROUP = "bench-group"
 CONCURRENCY = 50
@@ -269,12 +269,12 @@ def measure_live_feed(base_settings: Settings, samples: int) -> None:
     """Simulator track change → the browser's DOM, through pollers, Kafka, Spark and SSE."""
     from playwright.sync_api import sync_playwright
 
-    from auxcord.chromium import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
     from auxcord.clients import ensure_bucket, ensure_topics
-    from auxcord.linking import link_simulated_users
-    from auxcord.simulator import SimulatorConfig, run_simulator_in_thread
     from auxcord.spark import build_spark_session
-    from auxcord.webserver import serve_in_thread
+    from cli.webserver import serve_in_thread
+    from devtools.chromium import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
+    from devtools.linking import link_simulated_users
+    from devtools.simulator import SimulatorConfig, run_simulator_in_thread
     from producers.poller import PollerConfig
     from streaming.job import start_stream
 
@@ -315,7 +315,7 @@ def measure_live_feed(base_settings: Settings, samples: int) -> None:
                 upsert=True,
             )
             poller = subprocess.Popen(
-                [sys.executable, "-c", "from auxcord.cli import main; main()", "poll"],
+                [sys.executable, "-c", "from cli.main import main; main()", "poll"],
                 env={**os.environ, **settings.as_environment()},
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -395,7 +395,7 @@ def serve(settings: Settings, port: int) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-c",
-            "from auxcord.cli import main; main()",
+            "from cli.main import main; main()",
             "serve",
             "--port",
             str(port),

@@ -34,8 +34,8 @@ import psutil  # type: ignore[import-untyped]
 from auxcord.clients import ensure_bucket, ensure_topics, gcs_client, mongo_client
 from auxcord.names import RAW_LISTENS_PREFIX, Collection
 from auxcord.settings import Settings, get_settings
-from auxcord.simulator.export import write_extended_zip
-from auxcord.simulator.model import World, WorldConfig
+from devtools.simulator.export import write_extended_zip
+from devtools.simulator.model import World, WorldConfig
 
 
 def bench_settings(base: Settings, tag: str, workdir: Path) -> Settings:
@@ -95,7 +95,7 @@ class TreeSampler:
 
 
 def run_import(settings: Settings, zip_path: Path, user_id: str, *extra: str) -> dict[str, float]:
-    command = [sys.executable, "-c", "from auxcord.cli import main; main()", "import"]
+    command = [sys.executable, "-c", "from cli.main import main; main()", "import"]
     began = time.perf_counter()
     process = subprocess.Popen(
         [*command, str(zip_path), "--user", user_id, *extra],

@@ -52,8 +52,8 @@ from auxcord.events import ListenEvent, NowPlayingEvent
 from auxcord.names import Topic
 from auxcord.settings import Settings, SpotifyApp, get_settings
 from auxcord.spotify import SCOPES
-from auxcord.stack import free_port
 from auxcord.tokens import TokenCipher
+from devtools.stack import free_port
 from producers.poller import Poller, PollerConfig
 
 USERS_PER_APP = 5
@@ -92,7 +92,7 @@ class SimProcess:
 def simulator(users: int, speed: float, start: datetime | None) -> Iterator[SimProcess]:
     port = free_port()
     command = [
-        sys.executable, "-c", "from auxcord.cli import main; main()", "simulate",
+        sys.executable, "-c", "from cli.main import main; main()", "simulate",
         "--users", str(users), "--days", "1", "--seed", "5", "--speed", str(speed),
         "--port", str(port), "--rate-budget", "600",
     ]  # fmt: skip
@@ -394,7 +394,7 @@ def scale(args: argparse.Namespace, base: Settings) -> None:
         print(f"linked {args.users} users in {time.monotonic() - started:.0f} s")
         anchor = sim.wall_time_of()
         poller = subprocess.Popen(
-            [sys.executable, "-c", "from auxcord.cli import main; main()", "poll"],
+            [sys.executable, "-c", "from cli.main import main; main()", "poll"],
             env={**os.environ, **settings.as_environment()},
             stdout=subprocess.DEVNULL,
         )

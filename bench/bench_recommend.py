@@ -19,9 +19,9 @@ import pandas as pd
 
 from analytics.recommend.job import recommend
 from auxcord.settings import load_settings
-from auxcord.simulator.frames import track_plays
-from auxcord.simulator.model import World, WorldConfig
 from auxcord.spark import build_spark_session
+from devtools.simulator.frames import track_plays
+from devtools.simulator.model import World, WorldConfig
 
 MAIN_GROUP = 50
 SMALL_GROUPS, SMALL_SIZE = 20, 3

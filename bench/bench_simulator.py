@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 import requests
 
-from auxcord.simulator.model import World, WorldConfig
-from auxcord.stack import free_port
+from devtools.simulator.model import World, WorldConfig
+from devtools.stack import free_port
 
 
 def generation_seconds(users: int, days: int) -> float:
@@ -46,7 +46,7 @@ def requests_per_second(seconds: int) -> dict[str, float]:
         [
             sys.executable,
             "-c",
-            "from auxcord.cli import main; main()",
+            "from cli.main import main; main()",
             "simulate",
             "--port",
             str(port),

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from auxcord.stack import LocalStack, settings_on_free_ports
+from devtools.stack import LocalStack, settings_on_free_ports
 
 
 def _timed_up(stack: LocalStack) -> float:

@@ -18,8 +18,8 @@ import pytest
 
 from auxcord.clients import ensure_bucket, ensure_topics, mongo_client
 from auxcord.settings import Settings, SpotifyApp, get_settings, load_settings
-from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
-from auxcord.stack import LocalStack, free_port, settings_on_free_ports
+from devtools.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
+from devtools.stack import LocalStack, free_port, settings_on_free_ports
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -122,7 +122,7 @@ def simulator_settings(
 @pytest.fixture
 def link_world(test_settings: Settings) -> Iterator[LinkWorld]:
     """A simulator and the web app on loopback, sharing this test's fresh MongoDB database."""
-    from auxcord.webserver import serve_in_thread
+    from cli.webserver import serve_in_thread
 
     # Virtual time barely moves, so ground truth read before a call still holds after it.
     config = SimulatorConfig(users=6, days=7, seed=21, speed=0.001, rate_budget=1_000)
@@ -142,7 +142,7 @@ def world(stack_settings: Settings, spark: SparkSession) -> Iterator[World]:
     job, so tests share it and only read from it; tests that change groups make their own."""
     # Imported here: the dashboard world pulls in Spark's Python side, which most test
     # sessions never need at start-up.
-    from auxcord.webserver import serve_in_thread
+    from cli.webserver import serve_in_thread
     from tests.analytics.test_daily import FIRST, LAST
     from tests.api import world as dashboard
 

@@ -92,7 +92,7 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
 def test_cli_reports_a_bad_setting_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUXCORD_MONGODB_URI", "nonsense")
     result = subprocess.run(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", "stack", "status"],
+        [sys.executable, "-c", "from cli.main import main; main()", "stack", "status"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -8,9 +8,9 @@ import pytest
 
 from auxcord.accounts import AccountStore, NotLinked
 from auxcord.clients import mongo_database
-from auxcord.linking import link_simulated_users
 from auxcord.spotify import NeedsReauth, RateLimited, SpotifyUnavailable, SpotifyUserClient
 from auxcord.tokens import TokenCipher
+from devtools.linking import link_simulated_users
 from tests.conftest import LinkWorld
 
 

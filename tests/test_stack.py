@@ -17,7 +17,7 @@ from auxcord.clients import gcs_bucket, kafka_consumer, kafka_producer, mongo_cl
 from auxcord.errors import StackError
 from auxcord.names import Topic
 from auxcord.settings import Settings
-from auxcord.stack import LocalStack
+from devtools.stack import LocalStack
 from tests.conftest import environment_of, settings_on_free_ports
 
 pytestmark = pytest.mark.stack
@@ -86,7 +86,7 @@ def private_stack(tmp_path: Path) -> Settings:
 def _auxcord(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **environment_of(settings)}
     return subprocess.run(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", *args],
         env=env,
         capture_output=True,
         text=True,

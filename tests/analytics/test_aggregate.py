@@ -128,7 +128,7 @@ def test_the_dashboard_reads_are_indexed(
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", *args],
         env={**os.environ, **settings.as_environment()},
         capture_output=True,
         text=True,

@@ -11,8 +11,8 @@ import pytest
 from api.app import check_redirect_uri
 from auxcord.clients import mongo_database
 from auxcord.errors import AuxcordError, ConfigError
-from auxcord.linking import link_one, link_simulated_users, simulated_users
-from auxcord.webserver import serve_in_thread
+from cli.webserver import serve_in_thread
+from devtools.linking import link_one, link_simulated_users, simulated_users
 from tests.conftest import LinkWorld, free_port
 
 

@@ -15,9 +15,9 @@ from auxcord.accounts import AccountStore
 from auxcord.clients import mongo_database
 from auxcord.names import Collection
 from auxcord.settings import Settings
-from auxcord.stack import free_port
 from auxcord.tokens import TokenCipher
-from auxcord.webserver import serve_in_thread
+from cli.webserver import serve_in_thread
+from devtools.stack import free_port
 from tests.api.world import csrf_of, session_cookie
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared/fixtures/spotify-export"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from auxcord.chromium import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
+from devtools.chromium import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser

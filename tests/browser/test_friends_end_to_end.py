@@ -19,9 +19,9 @@ from analytics.aggregate import aggregate_days
 from auxcord.clients import ensure_bucket, ensure_topics, mongo_database
 from auxcord.names import Collection
 from auxcord.settings import Settings
-from auxcord.simulator import SimulatorConfig, run_simulator_in_thread
-from auxcord.stack import free_port
-from auxcord.webserver import serve_in_thread
+from cli.webserver import serve_in_thread
+from devtools.simulator import SimulatorConfig, run_simulator_in_thread
+from devtools.stack import free_port
 from streaming.job import start_stream
 from tests.conftest import simulator_settings
 from tests.producers.test_pollers import start_poller

@@ -21,8 +21,8 @@ from auxcord.clients import ensure_bucket, mongo_database
 from auxcord.events import ListenEvent, listen_event_id
 from auxcord.names import Collection, Topic
 from auxcord.settings import Settings
-from auxcord.simulator.export import write_extended_zip, write_legacy_files
-from auxcord.simulator.model import World, WorldConfig
+from devtools.simulator.export import write_extended_zip, write_legacy_files
+from devtools.simulator.model import World, WorldConfig
 from producers.history import ImportRefused, import_history, import_sources
 from producers.history import importer as importer_module
 from producers.history.pipeline import store_and_aggregate
@@ -171,7 +171,7 @@ def test_importing_after_polling_stores_every_play_once(
         ensure_bucket(settings)
         polled.sim.control("clock", {"speed": 0})
         once = subprocess.run(
-            [sys.executable, "-c", "from auxcord.cli import main; main()", "poll", "--once"],
+            [sys.executable, "-c", "from cli.main import main; main()", "poll", "--once"],
             env={**os.environ, **settings.as_environment()},
             capture_output=True,
             timeout=120,
@@ -317,7 +317,7 @@ def test_hostile_files_are_refused_and_store_nothing(
 
 MEASURED_CLI = """
 import resource, sys
-from auxcord.cli import main
+from cli.main import main
 try:
     main()
 finally:

@@ -21,11 +21,11 @@ import pytest
 
 from auxcord.clients import ensure_topics, kafka_consumer, mongo_database
 from auxcord.events import ListenEvent, NowPlayingEvent
-from auxcord.linking import link_simulated_users
 from auxcord.names import Topic
 from auxcord.settings import Settings, SpotifyApp
-from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
-from auxcord.webserver import serve_in_thread
+from cli.webserver import serve_in_thread
+from devtools.linking import link_simulated_users
+from devtools.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from producers.parse import NOTHING, Playback
 from producers.poller import PollerConfig, playing_interval
 from producers.state import LeaseStore, stale_users
@@ -80,7 +80,7 @@ def poll_world(test_settings: Settings) -> Iterator[PollWorld]:
 
 def start_poller(settings: Settings, *args: str, **environment: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", "poll", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", "poll", *args],
         env={**os.environ, **settings.as_environment(), **environment},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -128,7 +128,7 @@ def finish_and_compare(world: PollWorld, start_ms: int, at_least: int) -> None:
     """Freeze time, read what is left, and compare Kafka with the ground truth."""
     world.sim.control("clock", {"speed": 0})
     once = subprocess.run(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", "poll", "--once"],
+        [sys.executable, "-c", "from cli.main import main; main()", "poll", "--once"],
         env={**os.environ, **world.settings.as_environment()},
         capture_output=True,
         timeout=120,
@@ -228,7 +228,7 @@ def test_malformed_responses_are_counted_and_skipped(poll_world: PollWorld) -> N
 
 def test_bad_shard_argument_is_one_clear_line(poll_world: PollWorld) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", "poll", "--shard", "3/2"],
+        [sys.executable, "-c", "from cli.main import main; main()", "poll", "--shard", "3/2"],
         env={**os.environ, **poll_world.settings.as_environment()},
         capture_output=True,
         text=True,

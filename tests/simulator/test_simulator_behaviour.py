@@ -10,9 +10,9 @@ import pytest
 import requests
 from openapi_schema_validator import OAS30Validator
 
-from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
-from auxcord.simulator.model import World, WorldConfig
-from auxcord.simulator.objects import SpotifyObjects
+from devtools.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
+from devtools.simulator.model import World, WorldConfig
+from devtools.simulator.objects import SpotifyObjects
 from tests.simulator.helpers import (
     REDIRECT_URI,
     authorization_code,

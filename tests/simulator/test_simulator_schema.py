@@ -13,7 +13,7 @@ import pytest
 import requests
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
-from auxcord.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
+from devtools.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from tests.simulator.helpers import authorized_session
 from tests.simulator.spotify_schema import spotify_openapi
 

@@ -17,7 +17,7 @@ import pytest
 from auxcord.clients import ensure_topics, mongo_database
 from auxcord.names import Collection, Topic
 from auxcord.settings import Settings
-from auxcord.stack import LocalStack
+from devtools.stack import LocalStack
 from streaming.job import start_stream
 from tests.streaming.helpers import (
     listen,
@@ -126,7 +126,7 @@ def test_now_playing_keeps_the_newest_state(spark: SparkSession, stream_settings
 
 def start_stream_process(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", "from auxcord.cli import main; main()", "stream", *args],
+        [sys.executable, "-c", "from cli.main import main; main()", "stream", *args],
         env={**os.environ, **settings.as_environment()},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

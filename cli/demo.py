@@ -23,7 +23,7 @@ from rich.table import Table
 
 from auxcord.names import Topic
 from auxcord.settings import Settings
-from auxcord.stack import LocalStack
+from devtools.stack import LocalStack
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -43,9 +43,9 @@ three hours, and auxcord rejects plays from the future as implausible."""
 
 def run_demo(settings: Settings, console: Console) -> None:
     """Start everything, print where it runs, and keep serving until Ctrl-C."""
-    from auxcord.linking import link_simulated_users, simulated_users
-    from auxcord.simulator import SimulatorConfig, run_simulator_in_thread
-    from auxcord.webserver import serve_in_thread
+    from cli.webserver import serve_in_thread
+    from devtools.linking import link_simulated_users, simulated_users
+    from devtools.simulator import SimulatorConfig, run_simulator_in_thread
 
     console.rule("[bold]auxcord demo")
     LocalStack(settings).up(on_progress=lambda line: console.print(f"[dim]·[/dim] {line}"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from auxcord.simulator.model import KIND_EPISODE, KIND_LOCAL, World
+from devtools.simulator.model import KIND_EPISODE, KIND_LOCAL, World
 
 _MARKETS = ["DE", "FR", "GB", "US", "BR", "IN", "JP", "AU", "NZ"]
 

@@ -21,13 +21,13 @@ from analytics.cli import aggregate_command, backfill_command, sql_command
 from analytics.recommend.cli import recommend_command
 from auxcord.errors import AuxcordError
 from auxcord.settings import get_settings
-from auxcord.simulator.cli import simulate_command
+from devtools.simulator.cli import simulate_command
 from producers.cli import poll_command
 from producers.import_cli import import_command
 from streaming.cli import stream_command
 
 if TYPE_CHECKING:
-    from auxcord.stack import ServiceStatus
+    from devtools.stack import ServiceStatus
 
 console = Console()
 err_console = Console(stderr=True)
@@ -91,7 +91,7 @@ def _use_data_dir(data_dir: Path | None) -> None:
 @stack_app.command("up")
 def stack_up(data_dir: DataDirOption = None) -> None:
     """Start the local servers (harmless if they already run) and wait until all answer."""
-    from auxcord.stack import LocalStack
+    from devtools.stack import LocalStack
 
     _use_data_dir(data_dir)
     stack = LocalStack(get_settings())
@@ -102,7 +102,7 @@ def stack_up(data_dir: DataDirOption = None) -> None:
 @stack_app.command("down")
 def stack_down(data_dir: DataDirOption = None) -> None:
     """Stop the local servers started from this data dir, and nothing else."""
-    from auxcord.stack import LocalStack
+    from devtools.stack import LocalStack
 
     _use_data_dir(data_dir)
     LocalStack(get_settings()).down(on_progress=lambda line: console.print(f"[dim]·[/dim] {line}"))
@@ -111,7 +111,7 @@ def stack_down(data_dir: DataDirOption = None) -> None:
 @stack_app.command("status")
 def stack_status(data_dir: DataDirOption = None) -> None:
     """Show each local server's port, pid and whether it answers now. Exit 1 if any is down."""
-    from auxcord.stack import LocalStack
+    from devtools.stack import LocalStack
 
     _use_data_dir(data_dir)
     statuses = LocalStack(get_settings()).status()
@@ -153,7 +153,7 @@ def link(
         console.print(f"Each friend signs in with Spotify at {redirect}/ (run `auxcord serve`).")
         console.print("For the simulator, run `auxcord link --simulated`.")
         return
-    from auxcord.linking import link_simulated_users
+    from devtools.linking import link_simulated_users
 
     linked = link_simulated_users(get_settings())
     table = Table(title=f"Linked {len(linked)} simulated users")
@@ -170,7 +170,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default AUXCORD_API_PORT).")] = None,
 ) -> None:
     """Serve the dashboard and the JSON API."""
-    from auxcord.webserver import serve as serve_app
+    from cli.webserver import serve as serve_app
 
     settings = get_settings()
     console.print(f"auxcord on http://{host or settings.api_host}:{port or settings.api_port}/")
@@ -180,7 +180,7 @@ def serve(
 @app.command("demo")
 def demo() -> None:
     """Run the whole pipeline on a simulated friend group and print what runs where."""
-    from auxcord.demo import run_demo
+    from cli.demo import run_demo
 
     run_demo(get_settings(), console)
 

@@ -54,7 +54,7 @@ def _web_app(settings: Settings) -> Iterator[str]:
         return
     except httpx.HTTPError:
         pass
-    from auxcord.webserver import serve_in_thread
+    from cli.webserver import serve_in_thread
 
     with serve_in_thread(settings, parts.hostname or "127.0.0.1", parts.port or 80) as started:
         yield started

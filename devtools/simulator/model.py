@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from auxcord.simulator.catalog import Catalog, build_catalog, spotify_id
+from devtools.simulator.catalog import Catalog, build_catalog, spotify_id
 
 MIN_LISTED_MS = 30_000
 KIND_TRACK, KIND_EPISODE, KIND_LOCAL = 0, 1, 2

@@ -18,10 +18,10 @@ import uvicorn
 
 from auxcord.errors import AuxcordError
 from auxcord.ratelimit import RollingWindowLimiter
-from auxcord.simulator.app import Simulator
-from auxcord.simulator.cli import DEFAULT_RATE_BUDGET
-from auxcord.simulator.model import World, WorldConfig
-from auxcord.simulator.state import Accounts, Faults, VirtualClock
+from devtools.simulator.app import Simulator
+from devtools.simulator.cli import DEFAULT_RATE_BUDGET
+from devtools.simulator.model import World, WorldConfig
+from devtools.simulator.state import Accounts, Faults, VirtualClock
 
 
 @dataclass(frozen=True)

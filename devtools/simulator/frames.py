@@ -11,7 +11,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from auxcord.simulator.model import KIND_TRACK, World
+from devtools.simulator.model import KIND_TRACK, World
 
 
 def track_plays(world: World, until: datetime) -> pd.DataFrame:

@@ -68,7 +68,7 @@ def simulate_command(
     ] = None,
 ) -> None:
     """Serve a simulated Spotify (accounts service and Web API) for tests and the demo."""
-    from auxcord.simulator.server import RunningSimulator, SimulatorConfig
+    from devtools.simulator.server import RunningSimulator, SimulatorConfig
 
     if port is None:
         port = urlsplit(get_settings().spotify_api_base).port or 18800
@@ -98,7 +98,7 @@ def simulate_command(
         simulator.serve_forever()
     finally:
         if ground_truth is not None:
-            from auxcord.simulator.server import write_ground_truth
+            from devtools.simulator.server import write_ground_truth
 
             count = write_ground_truth(simulator, ground_truth)
             console.print(f"wrote {count} plays to {ground_truth}")

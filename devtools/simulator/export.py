@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-from auxcord.simulator.model import World
+from devtools.simulator.model import World
 
 EXTENDED_DIR = "Spotify Extended Streaming History"
 INCOGNITO_EVERY = 41

@@ -17,7 +17,7 @@ Linking headlessly: ``/authorize`` consents at once for the user named by the ex
 parameter ``sim_user`` (real Spotify ignores unknown parameters); without it, it lists users.
 """
 
-from auxcord.simulator.server import (
+from devtools.simulator.server import (
     RunningSimulator,
     SimulatorConfig,
     run_simulator_in_thread,

@@ -27,9 +27,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from auxcord.ratelimit import RollingWindowLimiter
-from auxcord.simulator.model import KIND_EPISODE, User, World, iso_ms
-from auxcord.simulator.objects import SpotifyObjects
-from auxcord.simulator.state import AccessToken, Accounts, Faults, OAuthError
+from devtools.simulator.model import KIND_EPISODE, User, World, iso_ms
+from devtools.simulator.objects import SpotifyObjects
+from devtools.simulator.state import AccessToken, Accounts, Faults, OAuthError
 
 RECENTLY_PLAYED_WINDOW = 50
 _SPOTIFY_ID = re.compile(r"^[0-9A-Za-z]{22}$")
