@@ -42,6 +42,10 @@ class Collection(StrEnum):
     NOW_PLAYING = "now_playing"
     DEAD_LETTERS = "dead_letters"
     PIPELINE_STATUS = "pipeline_status"
+    # The Spotify daily quota: spans of possibly missing plays, and each developer account's
+    # calls against its budget.
+    GAPS = "gaps"
+    SPOTIFY_BUDGETS = "spotify_budgets"
     # Analytics (one collection per kind of aggregate) and recommendations.
     USER_DAILY = "user_daily"
     GROUP_DAILY = "group_daily"
