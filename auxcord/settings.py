@@ -33,8 +33,8 @@ from auxcord.names import Topic
 
 ENV_PREFIX = "AUXCORD_"
 
-# Values that people paste from examples. Outside dev they are refused, never used.
-_PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev", "test", "xxx"}
+SECRET_KEY_MIN_LENGTH = 32
+"""Anything shorter can be guessed: the key signs session cookies and encrypts tokens."""
 
 
 class SpotifyApp(BaseModel):
@@ -131,7 +131,8 @@ class Settings(BaseSettings):
 
     # Web
     secret_key: SecretStr | None = None
-    """Signs cookies and encrypts tokens. Generated into the data dir in dev when unset."""
+    """Signs cookies and encrypts tokens. Generated into the data dir in dev when unset (or
+    empty, as ``.env.example`` copied to ``.env`` leaves it); too short is refused everywhere."""
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -181,6 +182,18 @@ class Settings(BaseSettings):
             return [user.strip() for user in value.split(",") if user.strip()]
         return value
 
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _check_secret_key(cls, value: Any) -> Any:
+        # An empty value is unset, never the key "": HMAC and HKDF accept "" and anyone could
+        # then sign a session cookie for any user and decrypt every stored token.
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        if isinstance(raw, str) and (problem := weak_secret_key(raw, "AUXCORD_SECRET_KEY")):
+            raise ValueError(problem)
+        return value
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
@@ -190,10 +203,10 @@ class Settings(BaseSettings):
     def _check_prod(self) -> Settings:
         if self.env != "prod":
             return self
-        key = self.secret_key.get_secret_value() if self.secret_key else ""
-        if key.lower() in _PLACEHOLDER_SECRETS or len(key) < 32:
+        if self.secret_key is None:
             raise ValueError(
-                "AUXCORD_SECRET_KEY: in prod it must be set to a random value of 32+ characters"
+                f"AUXCORD_SECRET_KEY: in prod it must be set to a random value of "
+                f"{SECRET_KEY_MIN_LENGTH}+ characters"
             )
         if not self.spotify_redirect_uri.startswith("https://"):
             raise ValueError("AUXCORD_SPOTIFY_REDIRECT_URI: in prod it must be an https URL")
@@ -263,7 +276,22 @@ class Settings(BaseSettings):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(48))
-        return path.read_text().strip()
+        key = path.read_text().strip()
+        # A file left empty by a crash between creating and writing it must not become "".
+        if problem := weak_secret_key(key, str(path)):
+            raise ConfigError(f"{problem} (delete the file to generate a new key)")
+        return key
+
+
+def weak_secret_key(key: str, source: str) -> str | None:
+    """Why ``key`` (read from ``source``) must not be used, or None: too short to resist
+    guessing (every pasted placeholder is), or one character repeated."""
+    if len(key.strip()) < SECRET_KEY_MIN_LENGTH or len(set(key)) < 8:
+        return (
+            f"{source}: must be a random value of {SECRET_KEY_MIN_LENGTH}+ characters, e.g. "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    return None
 
 
 def _describe(error: ValidationError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from auxcord.errors import ConfigError
-from auxcord.settings import load_settings
+from auxcord.settings import SECRET_KEY_MIN_LENGTH, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +66,50 @@ def test_prod_requires_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUXCORD_SPOTIFY_REDIRECT_URI", "https://aux.example.org/auth/callback")
     with pytest.raises(ConfigError, match=r"^AUXCORD_SECRET_KEY: "):
         load_settings()
+
+
+def test_env_example_copied_to_dotenv_runs_on_a_generated_key(tmp_path: Path) -> None:
+    # .env.example leaves AUXCORD_SECRET_KEY= empty; copied to .env, that must mean "unset"
+    # (a generated key), never the key "" that anyone can sign session cookies with.
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    assert "\nAUXCORD_SECRET_KEY=\n" in example
+    (tmp_path / ".env").write_text(example)
+    settings = load_settings()
+    assert settings.secret_key is None
+    assert len(settings.secret_key_value()) >= SECRET_KEY_MIN_LENGTH
+    assert settings.secret_key_value() == (settings.data_dir / "secret.key").read_text()
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_an_empty_secret_is_unset(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("AUXCORD_SECRET_KEY", value)
+    assert load_settings().secret_key is None
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+@pytest.mark.parametrize("value", ["change-me", "s" * 31, "x" * 64])
+def test_a_weak_secret_is_refused_in_every_mode(
+    monkeypatch: pytest.MonkeyPatch, environment: str, value: str
+) -> None:
+    monkeypatch.setenv("AUXCORD_ENV", environment)
+    monkeypatch.setenv("AUXCORD_SECRET_KEY", value)
+    monkeypatch.setenv("AUXCORD_SPOTIFY_REDIRECT_URI", "https://aux.example.org/auth/callback")
+    with pytest.raises(ConfigError, match=r"^AUXCORD_SECRET_KEY: .*32\+ characters"):
+        load_settings()
+
+
+def test_a_long_random_secret_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = secrets.token_urlsafe(32)
+    monkeypatch.setenv("AUXCORD_SECRET_KEY", key)
+    assert load_settings().secret_key_value() == key
+
+
+def test_an_empty_generated_key_file_is_refused(tmp_path: Path) -> None:
+    # A crash between creating secret.key and writing it leaves it empty.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "secret.key").write_text("")
+    with pytest.raises(ConfigError, match=r"secret\.key: must be a random value"):
+        load_settings(data_dir=tmp_path / "data").secret_key_value()
 
 
 def test_extra_apps_parse_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
