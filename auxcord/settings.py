@@ -42,10 +42,22 @@ class SpotifyApp(BaseModel):
 
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = None
+    developer_account: str | None = None
+    """The Spotify developer account that owns the app, whose daily quota its calls count
+    against. Since 2026 each developer has one development-mode app, so by default every app
+    is its own account; name one only for apps that share a developer."""
+
+    @property
+    def account_id(self) -> str:
+        """The developer account this app's calls count against (the client id by default)."""
+        return self.developer_account or self.client_id
 
     def as_json(self) -> dict[str, str | None]:
         secret = self.client_secret.get_secret_value() if self.client_secret else None
-        return {"client_id": self.client_id, "client_secret": secret}
+        described = {"client_id": self.client_id, "client_secret": secret}
+        if self.developer_account is not None:
+            described["developer_account"] = self.developer_account
+        return described
 
 
 class Settings(BaseSettings):
@@ -100,6 +112,11 @@ class Settings(BaseSettings):
     poller_id: str = ""
     """This poller's lease owner name; default host:pid. A restarted poller with the same id
     takes its users back at once instead of waiting for its old leases to lapse."""
+    spotify_daily_budget: int = Field(default=800, ge=10)
+    """Spotify calls per rolling 24 h per developer account that the pollers allow themselves.
+    Spotify refuses a development-mode account for 13 to 22 h once it passes an unpublished
+    daily quota (seen between about 1,100 and 2,600 calls), so stay well under it: 800 polls
+    five friends with room to spare (see the README's "Spotify's daily quota")."""
     poller_speed: float = Field(default=1.0, gt=0)
     """Spotify seconds per real second: 1 for Spotify, the simulator's --speed against it."""
 
@@ -249,6 +266,14 @@ class Settings(BaseSettings):
             client_id=self.spotify_client_id, client_secret=self.spotify_client_secret
         )
         return [primary, *self.spotify_extra_apps]
+
+    def developer_account_of(self, client_id: str) -> str:
+        """The developer account whose daily quota ``client_id``'s calls count against (a
+        client id no longer configured, for a user linked through a removed app, is its own)."""
+        for app in self.spotify_apps:
+            if app.client_id == client_id:
+                return app.account_id
+        return client_id
 
     def port_of(self, service: Literal["kafka", "mongodb", "gcs"]) -> int:
         """The loopback port the local stack serves ``service`` on, read from its URL."""
