@@ -156,6 +156,15 @@ class Settings(BaseSettings):
     """Spotify user ids that may open the admin/health page (comma-separated), for example the
     self-hoster's own account."""
 
+    # Airflow
+    airflow_url: str = "http://127.0.0.1:8080"
+    """Airflow's api-server (its UI and REST API); the local stack serves it on this port."""
+    airflow_username: str = "admin"
+    airflow_password: SecretStr | None = None
+    """Airflow's password for ``airflow_username``: in dev, generated once into the data dir."""
+    airflow_retry_delay_s: float = Field(default=300, ge=0)
+    """How long a failed batch task waits before each of its (two) retries."""
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
@@ -172,7 +181,9 @@ class Settings(BaseSettings):
             raise ValueError("must start with mongodb:// or mongodb+srv://")
         return value
 
-    @field_validator("spotify_api_base", "spotify_accounts_base", "storage_emulator_host")
+    @field_validator(
+        "spotify_api_base", "spotify_accounts_base", "storage_emulator_host", "airflow_url"
+    )
     @classmethod
     def _check_url(cls, value: str) -> str:
         if value == "":
@@ -275,11 +286,15 @@ class Settings(BaseSettings):
                 return app.account_id
         return client_id
 
-    def port_of(self, service: Literal["kafka", "mongodb", "gcs"]) -> int:
+    def port_of(self, service: Literal["kafka", "mongodb", "gcs", "airflow"]) -> int:
         """The loopback port the local stack serves ``service`` on, read from its URL."""
         if service == "kafka":
             return int(self.kafka_bootstrap.split(",")[0].rpartition(":")[2])
-        url = self.mongodb_uri if service == "mongodb" else self.storage_emulator_host
+        url = {
+            "mongodb": self.mongodb_uri,
+            "gcs": self.storage_emulator_host,
+            "airflow": self.airflow_url,
+        }[service]
         port = urlsplit(url).port
         if port is None:
             raise ConfigError(f"{service}: the URL {url!r} names no port for the local stack")
@@ -289,6 +304,26 @@ class Settings(BaseSettings):
     def stream_checkpoint(self) -> str:
         """Where the streaming job keeps its checkpoint."""
         return self.stream_checkpoint_dir or str(self.data_dir / "checkpoints" / "stream")
+
+    @property
+    def airflow_passwords_file(self) -> Path:
+        """Airflow's logins as its SimpleAuthManager reads them (``{user: password}``)."""
+        return self.data_dir / "stack" / "airflow" / "passwords.json"
+
+    def airflow_password_value(self) -> str:
+        """Airflow's password; in dev, one generated once into the data dir (mode 0600)."""
+        if self.airflow_password is not None and self.airflow_password.get_secret_value():
+            return self.airflow_password.get_secret_value()
+        if self.env == "prod":
+            raise ConfigError("AUXCORD_AIRFLOW_PASSWORD: required in prod")
+        path = self.airflow_passwords_file
+        logins: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        if self.airflow_username not in logins:
+            logins[self.airflow_username] = secrets.token_urlsafe(18)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(logins))
+        return logins[self.airflow_username]
 
     def secret_key_value(self) -> str:
         """The secret key; in dev, one generated once and kept in the data dir (mode 0600)."""
