@@ -29,7 +29,7 @@ from starlette.routing import Route
 from auxcord.ratelimit import RollingWindowLimiter
 from devtools.simulator.model import KIND_EPISODE, User, World, iso_ms
 from devtools.simulator.objects import SpotifyObjects
-from devtools.simulator.state import AccessToken, Accounts, Faults, OAuthError
+from devtools.simulator.state import AccessToken, Accounts, DailyQuota, Faults, OAuthError
 
 RECENTLY_PLAYED_WINDOW = 50
 _SPOTIFY_ID = re.compile(r"^[0-9A-Za-z]{22}$")
@@ -52,6 +52,11 @@ def _api_error(status: int, message: str, headers: dict[str, str] | None = None)
     return _json({"error": {"status": status, "message": message}}, status, headers)
 
 
+def _retry_after(real_seconds: float) -> dict[str, str]:
+    """Retry-After in real seconds, like ``expires_in``: a client's own timer works at any speed."""
+    return {"Retry-After": str(max(1, math.ceil(real_seconds)))}
+
+
 class Simulator:
     """Everything one running simulator holds; the routes are its bound methods."""
 
@@ -62,12 +67,17 @@ class Simulator:
         limiter: RollingWindowLimiter,
         faults: Faults,
         base_url: str,
+        quota: DailyQuota,
+        quota_counts_accounts: bool = True,
     ) -> None:
         self.world, self.accounts, self.limiter, self.faults = world, accounts, limiter, faults
+        self.quota, self.quota_counts_accounts = quota, quota_counts_accounts
         self.clock = accounts.clock
         self.set_base_url(base_url)
         self.track_index = {track: i for i, track in enumerate(world.catalog.track_ids)}
         self.calls: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        """Calls answered with an error instead of data, by cause (``/_sim/stats``)."""
         # The world is shared with control calls from other threads (tests, the demo).
         self.lock = threading.Lock()
 
@@ -125,6 +135,13 @@ class Simulator:
             except ValueError:
                 return _json({"error": "invalid_client"}, 400)
         grant_type = form.get("grant_type")
+        self.calls["token"] += 1
+        if self.quota_counts_accounts:
+            if grant_type == "refresh_token" and not client_id:
+                refresh = self.accounts.refresh.get(str(form.get("refresh_token", "")))
+                client_id = refresh.client_id if refresh else ""
+            if client_id and (refusal := self._over_quota(client_id)):
+                return refusal
         try:
             if grant_type == "authorization_code":
                 verifier = form.get("code_verifier")
@@ -170,18 +187,42 @@ class Simulator:
             if faults.slow_ms:
                 await asyncio.sleep(faults.slow_ms / 1000)
             if time.monotonic() < faults.storm_until:
+                self.refused["storm"] += 1
                 return _api_error(
                     429, "API rate limit exceeded", {"Retry-After": str(faults.storm_retry_after)}
                 )
             if faults.take("fail_next"):
+                self.refused["injected_error"] += 1
                 return _api_error(faults.fail_status, "Service unavailable")
+        # The daily quota is checked first: while an account is locked out, every call gets
+        # QUOTA_EXCEEDED. A call it admits counts even if the 30 s limit then refuses it.
+        if refusal := self._over_quota(grant.client_id):
+            return refusal
         wait = self.limiter.admit(grant.client_id)
         if wait > 0:
-            self.calls["429"] += 1
-            return _api_error(
-                429, "API rate limit exceeded", {"Retry-After": str(max(1, math.ceil(wait)))}
-            )
+            # The 30 s limit's 429 carries no reason: that is how clients tell the two apart.
+            self.refused["rate_limit"] += 1
+            return _api_error(429, "API rate limit exceeded", _retry_after(wait))
         return grant
+
+    def _over_quota(self, client_id: str) -> Response | None:
+        """Count a call against the daily quota of ``client_id``'s developer account, or refuse it.
+
+        Retry-After is real seconds, like the 30 s limit's (whose window is real time): the
+        virtual hours until the oldest calls leave the window, divided by the clock's speed.
+        """
+        wait_ms = self.quota.admit(self.quota.account(client_id))
+        if wait_ms == 0:
+            return None
+        self.refused["quota_exceeded"] += 1
+        body = {
+            "error": {
+                "status": 429,
+                "message": "Daily request quota exceeded for this developer account",
+                "reason": "QUOTA_EXCEEDED",
+            }
+        }
+        return _json(body, 429, _retry_after(self.clock.real_seconds(wait_ms / 1000)))
 
     def _malformed(self, grant: AccessToken) -> Response | None:
         if self.faults.applies_to(grant.user_id) and self.faults.take("malformed_next"):
@@ -354,6 +395,7 @@ class Simulator:
     async def sim_faults(self, request: Request) -> Response:
         if request.method == "DELETE":
             self.faults.clear()
+            self.quota.clear_faults()
             return _json({"faults": "cleared"})
         try:
             spec = await request.json()
@@ -365,7 +407,15 @@ class Simulator:
             if "storm_seconds" in spec:
                 self.faults.storm_until = time.monotonic() + float(spec["storm_seconds"])
                 self.faults.storm_retry_after = int(spec.get("storm_retry_after", 2))
-        except (ValueError, TypeError, AttributeError) as exc:
+            if "daily_quota" in spec:
+                quota = spec["daily_quota"]
+                if quota is not None and int(quota) < 1:
+                    raise ValueError("daily_quota must be at least 1, or null for none")
+                self.quota.quota = None if quota is None else int(quota)
+            if "quota_lock" in spec:
+                lock = spec["quota_lock"]
+                self.quota.lock(str(lock["account"]), float(lock["hours"]) * 3600)
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
             return _json({"error": f"bad fault specification: {exc}"}, 400)
         return _json({"faults": "set"})
 
@@ -405,7 +455,13 @@ class Simulator:
         return _json({"playing": self.world.item(0, track)})
 
     async def sim_stats(self, request: Request) -> Response:
-        return _json(dict(self.calls))
+        return _json({
+            **self.calls,
+            "429": self.refused["rate_limit"],  # the older name of refused.rate_limit
+            "refused": dict(self.refused),
+            "daily_quota": self.quota.quota,
+            "developer_accounts": self.quota.snapshot(),
+        })  # fmt: skip
 
     async def sim_art(self, request: Request) -> Response:
         """A generated cover, so album art works with no internet."""

@@ -27,6 +27,31 @@ def _parse_apps(apps: str) -> dict[str, str]:
     return parsed
 
 
+def _parse_developer_accounts(specs: list[str]) -> dict[str, tuple[str, ...]]:
+    accounts: dict[str, tuple[str, ...]] = {}
+    for spec in specs:
+        account, sep, clients = spec.partition("=")
+        ids = tuple(client.strip() for client in clients.split(","))
+        if not sep or not account.strip() or not all(ids):
+            raise AuxcordError(
+                f"--developer-account expects ACCOUNT=client_id,client_id..., got {spec!r}"
+            )
+        accounts[account.strip()] = accounts.get(account.strip(), ()) + ids
+    return accounts
+
+
+def _parse_daily_quota(quota: str | None) -> int | None:
+    """Parsed here, not by typer, so a bad value is one error line rather than a usage box."""
+    if quota is None:
+        return None
+    try:
+        return int(quota)
+    except ValueError:
+        raise AuxcordError(
+            f"--daily-quota expects a whole number of calls per 24 h, got {quota!r}"
+        ) from None
+
+
 def _parse_start(start: str | None) -> datetime | None:
     if start is None:
         return None
@@ -62,6 +87,28 @@ def simulate_command(
         str | None,
         typer.Option(help="Virtual time when live simulation begins, ISO 8601 (default: now)."),
     ] = None,
+    daily_quota: Annotated[
+        str | None,
+        typer.Option(
+            help="API calls per developer account per rolling 24 virtual hours; beyond it, "
+            "429 QUOTA_EXCEEDED with a Retry-After of hours (default: no quota).",
+            metavar="N",
+        ),
+    ] = None,
+    developer_account: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Group client ids into one developer account (whose quota they share): "
+            "ACCOUNT=client_id,client_id; repeatable (default: each client id is its own).",
+        ),
+    ] = None,
+    quota_counts_accounts: Annotated[
+        bool,
+        typer.Option(
+            help="Token requests (sign-ins, refreshes) count against the daily quota and are "
+            "refused during a lockout."
+        ),
+    ] = True,
     ground_truth: Annotated[
         Path | None,
         typer.Option(help="Write every generated play here as JSON lines on exit.", dir_okay=False),
@@ -83,12 +130,16 @@ def simulate_command(
         rate_budget=rate_budget,
         apps=_parse_apps(apps),
         start=_parse_start(start),
+        daily_quota=_parse_daily_quota(daily_quota),
+        developer_accounts=_parse_developer_accounts(developer_account or []),
+        quota_counts_accounts=quota_counts_accounts,
     )
     simulator = RunningSimulator(config)
     console = Console()
     console.print(
         f"Simulated Spotify on [bold]{simulator.url}[/bold] "
-        f"({users} users, {days} days of history, speed x{speed:g})."
+        f"({users} users, {days} days of history, speed x{speed:g}, "
+        f"{f'a daily quota of {config.daily_quota}' if config.daily_quota else 'no daily quota'})."
     )
     console.print(
         f"  API base:      {simulator.api_base}\n  accounts base: {simulator.url}\n"

@@ -15,8 +15,12 @@ import hashlib
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
+
+from devtools.simulator.model import iso_ms
 
 ACCESS_TOKEN_TTL_S = 3600
 REFRESH_TOKEN_TTL_S = 182 * 24 * 3600
@@ -250,3 +254,109 @@ class Faults:
                 setattr(self, name, left - 1)
                 return True
             return False
+
+
+QUOTA_WINDOW_S = 24 * 3600
+"""Spotify's daily quota counts calls over a rolling 24 hours (virtual), not per calendar day."""
+
+
+class DailyQuota:
+    """Spotify's rolling 24 h request quota per developer account, timed on the virtual clock.
+
+    In 2026 each developer has one development-mode client id, so by default each client id is
+    its own developer account; ``developer_accounts`` (account -> client ids) groups several.
+    A refused call is not counted. While an account's window holds ``quota`` calls it is
+    refused until enough of its oldest calls leave the window; :meth:`lock` forces a lockout.
+    ``quota=None`` counts calls (for ``/_sim/stats``) but refuses none.
+
+    Calls are counted per virtual second, so an account holds at most 86,400 counters however
+    fast the simulator runs.
+    """
+
+    def __init__(
+        self,
+        clock: VirtualClock,
+        quota: int | None,
+        developer_accounts: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.configured = self.quota = quota
+        self.account_of = {
+            client: account
+            for account, clients in (developer_accounts or {}).items()
+            for client in clients
+        }
+        self._seconds: dict[str, deque[list[int]]] = {}
+        self._totals: dict[str, int] = {}
+        self._locked_until_ms: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def account(self, client_id: str) -> str:
+        """The developer account that owns ``client_id``."""
+        return self.account_of.get(client_id, client_id)
+
+    def _prune(self, account: str, now_s: int) -> deque[list[int]]:
+        seconds = self._seconds.setdefault(account, deque())
+        while seconds and seconds[0][0] <= now_s - QUOTA_WINDOW_S:
+            self._totals[account] -= seconds.popleft()[1]
+        return seconds
+
+    def _wait_ms(self, account: str, now_ms: int) -> int:
+        """Virtual ms until ``account`` may call again (0: now); the caller holds the lock."""
+        locked = self._locked_until_ms.get(account, 0) - now_ms
+        if locked > 0:
+            return locked
+        seconds = self._prune(account, now_ms // 1000)
+        excess = self._totals.get(account, 0) - (self.quota or 0) + 1
+        if self.quota is None or excess <= 0:
+            return 0
+        # The lock lifts when enough of the oldest calls have left the window.
+        for second, count in seconds:
+            excess -= count
+            if excess <= 0:
+                return max(1, (second + QUOTA_WINDOW_S) * 1000 - now_ms)
+        raise AssertionError(f"{account}: the window holds fewer calls than its total")
+
+    def admit(self, account: str) -> int:
+        """0 if ``account`` may call now (and counts the call), else virtual ms until it may."""
+        now_ms = self.clock.now_ms()
+        now_s = now_ms // 1000
+        with self._lock:
+            wait = self._wait_ms(account, now_ms)
+            if wait > 0:
+                return wait
+            seconds = self._seconds[account]
+            if seconds and seconds[-1][0] == now_s:
+                seconds[-1][1] += 1
+            else:
+                seconds.append([now_s, 1])
+            self._totals[account] = self._totals.get(account, 0) + 1
+            return 0
+
+    def lock(self, account: str, seconds: float) -> None:
+        """Refuse every call of ``account`` for the next ``seconds`` (virtual), from now."""
+        until = self.clock.now_ms() + int(seconds * 1000)
+        with self._lock:
+            self._locked_until_ms[account] = max(self._locked_until_ms.get(account, 0), until)
+
+    def clear_faults(self) -> None:
+        """Drop forced lockouts and restore the configured quota (the calls stay counted)."""
+        with self._lock:
+            self._locked_until_ms.clear()
+            self.quota = self.configured
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per developer account: calls in the last 24 h (virtual), and when a refusal ends."""
+        now_ms = self.clock.now_ms()
+        with self._lock:
+            waits = {
+                account: self._wait_ms(account, now_ms)
+                for account in sorted(set(self._seconds) | set(self._locked_until_ms))
+            }
+            return {
+                account: {
+                    "calls_24h": self._totals.get(account, 0),
+                    "refused_until": iso_ms(now_ms + wait) if wait else None,
+                }
+                for account, wait in waits.items()
+            }

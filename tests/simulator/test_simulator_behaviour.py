@@ -156,6 +156,11 @@ def test_rate_limit_is_per_client_id_with_retry_after(sim: RunningSimulator) -> 
     limited = [r for r in statuses if r.status_code == 429]
     assert len(limited) == 5
     assert 1 <= int(limited[0].headers["Retry-After"]) <= 30
+    # No "reason": only the daily quota's 429 says QUOTA_EXCEEDED.
+    assert limited[0].json() == {"error": {"status": 429, "message": "API rate limit exceeded"}}
+    stats = sim.control("stats", method="GET")
+    assert stats["refused"]["rate_limit"] == stats["429"] >= 5
+    assert "quota_exceeded" not in stats["refused"]
     calm = authorized_session(sim, sim.user_ids[0], client_id="calm-app")
     assert calm.get(f"{sim.api_base}/me", timeout=10).status_code == 200
 
