@@ -83,7 +83,6 @@ class Catalog:
     track_number: np.ndarray
     track_duration_ms: np.ndarray
     track_explicit: np.ndarray
-    track_popularity: np.ndarray
     artist_popularity: np.ndarray
     """A Zipf-like weight per artist: a few artists everybody plays, a long tail."""
     show_ids: list[str]
@@ -139,14 +138,9 @@ def build_catalog(seed: int, artists: int = 300, shows: int = 12) -> Catalog:
     ]
     artist_popularity = 1.0 / np.arange(1, artists + 1) ** 0.8
     rng.shuffle(artist_popularity)
-    track_popularity = np.clip(
-        (
-            artist_popularity[track_artist] / artist_popularity.max() * 90
-            + rng.normal(0, 8, n_tracks)
-        ),
-        0,
-        100,
-    ).astype(np.int64)
+    # Tracks had a popularity drawn here until Spotify dropped the field (February 2026); the
+    # draw stays so that every seed still builds the same world as before.
+    rng.normal(0, 8, n_tracks)
 
     show_ids = [spotify_id(rng) for _ in range(shows)]
     show_names = [f"The {_title(rng, 2)} Podcast" for _ in range(shows)]
@@ -169,7 +163,6 @@ def build_catalog(seed: int, artists: int = 300, shows: int = 12) -> Catalog:
         track_number=track_number,
         track_duration_ms=track_duration_ms,
         track_explicit=rng.random(n_tracks) < 0.15,
-        track_popularity=track_popularity,
         artist_popularity=artist_popularity,
         show_ids=show_ids,
         show_names=show_names,

@@ -1,17 +1,20 @@
 """Spotify Web API objects (track, episode, user, play history), shaped as the published schema.
 
+Shaped as a development-mode app sees them since February 2026: no ``popularity``,
+``available_markets``, ``label`` or ``followers`` anywhere, artists without ``genres``, and
+``/me`` without ``country``, ``email`` and ``product`` (but with May 2026's ``account_id``).
+
 Objects are built once per catalog item and cached: the simulator must answer thousands of
 requests a second so that it is never the bottleneck of a pipeline benchmark.
 """
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from typing import Any
 
 from devtools.simulator.model import KIND_EPISODE, KIND_LOCAL, World
-
-_MARKETS = ["DE", "FR", "GB", "US", "BR", "IN", "JP", "AU", "NZ"]
 
 
 class SpotifyObjects:
@@ -44,7 +47,6 @@ class SpotifyObjects:
         return {
             "album_type": c.album_type[index],
             "total_tracks": int(c.album_tracks[index]),
-            "available_markets": _MARKETS,
             "external_urls": {"spotify": f"https://open.spotify.com/album/{album_id}"},
             "href": f"{self.base_url}/v1/albums/{album_id}",
             "id": album_id,
@@ -63,7 +65,6 @@ class SpotifyObjects:
         return {
             "album": self._album(int(c.track_album[index])),
             "artists": [self._artist(int(c.track_artist[index]))],
-            "available_markets": _MARKETS,
             "disc_number": 1,
             "duration_ms": int(c.track_duration_ms[index]),
             "explicit": bool(c.track_explicit[index]),
@@ -74,7 +75,6 @@ class SpotifyObjects:
             "is_local": False,
             "is_playable": True,
             "name": c.track_names[index],
-            "popularity": int(c.track_popularity[index]),
             "preview_url": None,
             "track_number": int(c.track_number[index]),
             "type": "track",
@@ -86,7 +86,7 @@ class SpotifyObjects:
         item = self.world.item(KIND_LOCAL, index)
         return {
             "album": {
-                "album_type": "album", "total_tracks": 0, "available_markets": [],
+                "album_type": "album", "total_tracks": 0,
                 "external_urls": {}, "href": None, "id": None, "images": [],
                 "name": item["album_name"], "release_date": "0000",
                 "release_date_precision": "year", "type": "album", "uri": None,
@@ -94,9 +94,9 @@ class SpotifyObjects:
             },
             "artists": [{"external_urls": {}, "href": None, "id": None,
                          "name": item["artist_name"], "type": "artist", "uri": None}],
-            "available_markets": [], "disc_number": 0, "duration_ms": item["duration_ms"],
+            "disc_number": 0, "duration_ms": item["duration_ms"],
             "explicit": False, "external_ids": {}, "external_urls": {}, "href": None, "id": None,
-            "is_local": True, "name": item["track_name"], "popularity": 0, "preview_url": None,
+            "is_local": True, "name": item["track_name"], "preview_url": None,
             "track_number": 0, "type": "track",
             "uri": f"spotify:local:{item['artist_name']}:{item['album_name']}:"
                    f"{item['track_name']}:{item['duration_ms'] // 1000}".replace(" ", "+"),
@@ -127,7 +127,6 @@ class SpotifyObjects:
             "type": "episode",
             "uri": f"spotify:episode:{episode_id}",
             "show": {
-                "available_markets": _MARKETS,
                 "copyrights": [],
                 "description": "A show.",
                 "html_description": "<p>A show.</p>",
@@ -169,15 +168,13 @@ class SpotifyObjects:
     def user(self, user_id: str) -> dict[str, Any]:
         user = self.world.by_id[user_id]
         return {
-            "country": user.country,
+            "account_id": hashlib.sha256(f"account:{user_id}".encode()).hexdigest()[:22],
             "display_name": user.display_name,
             "explicit_content": {"filter_enabled": False, "filter_locked": False},
             "external_urls": {"spotify": f"https://open.spotify.com/user/{user_id}"},
-            "followers": {"href": None, "total": 3 + user.index},
             "href": f"{self.base_url}/v1/users/{user_id}",
             "id": user_id,
             "images": [],
-            "product": "premium" if user.premium else "free",
             "type": "user",
             "uri": f"spotify:user:{user_id}",
         }

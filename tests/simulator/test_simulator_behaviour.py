@@ -187,3 +187,27 @@ def test_forced_track_change_shows_in_currently_playing(sim: RunningSimulator) -
     current = session.get(f"{sim.api_base}/me/player/currently-playing", timeout=10)
     assert current.status_code == 200
     assert current.json()["item"]["id"] == track and current.json()["is_playing"] is True
+
+
+def test_refresh_tokens_die_six_months_after_sign_in_however_often_refreshed() -> None:
+    config = SimulatorConfig(users=1, days=0, seed=5, speed=1, start=START)
+    with run_simulator_in_thread(config) as fresh:
+        first = tokens_for(fresh, fresh.user_ids[0])["refresh_token"]
+
+        def refresh(token: str) -> requests.Response:
+            return requests.post(f"{fresh.url}/api/token", timeout=10, data={
+                "grant_type": "refresh_token", "refresh_token": token, "client_id": "test-client",
+            })  # fmt: skip
+
+        fresh.control("clock", {"advance_seconds": 181 * 86_400})
+        answers = [refresh(first) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        renewed = [a.json()["refresh_token"] for a in answers if "refresh_token" in a.json()]
+        assert renewed, "one in three refresh replies carries a new refresh token"
+        fresh.control("clock", {"advance_seconds": 1 * 86_400 + 60})  # 182 days and a minute
+        for token in (first, renewed[0]):
+            expired = refresh(token)
+            assert expired.status_code == 400
+            assert expired.json() == {
+                "error": "invalid_grant", "error_description": "Refresh token expired"
+            }  # fmt: skip

@@ -15,7 +15,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 
 from devtools.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
 from tests.simulator.helpers import authorized_session
-from tests.simulator.spotify_schema import spotify_openapi
+from tests.simulator.spotify_schema import removed_in_2026, spotify_openapi
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,8 @@ def _validated(openapi: Any, session: requests.Session, url: str) -> requests.Re
     openapi.validate_response(
         RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response)
     )
+    if response.status_code == 200:
+        assert list(removed_in_2026(response.json())) == [], "fields gone since February 2026"
     return response
 
 
@@ -95,3 +97,31 @@ def test_error_bodies_validate(sim: RunningSimulator) -> None:
     openapi.validate_response(
         RequestsOpenAPIRequest(response.request), RequestsOpenAPIResponse(response)
     )
+
+
+def test_me_has_the_2026_development_mode_shape(sim: RunningSimulator) -> None:
+    openapi = spotify_openapi(sim.api_base)
+    me = _validated(openapi, authorized_session(sim, sim.user_ids[0]), f"{sim.api_base}/me")
+    assert set(me.json()) == {
+        "account_id", "display_name", "explicit_content", "external_urls", "href", "id",
+        "images", "type", "uri",
+    }  # fmt: skip
+
+
+def test_the_2026_check_finds_fields_that_development_mode_apps_no_longer_get() -> None:
+    old_track = {
+        "type": "track", "popularity": 40, "available_markets": ["DE"], "id": "x",
+        "album": {"type": "album", "label": "L", "available_markets": []},
+        "artists": [{"type": "artist", "genres": ["pop"], "name": "A"}],
+    }  # fmt: skip
+    assert list(removed_in_2026({"items": [{"track": old_track}]})) == [
+        "$.items[0].track.available_markets",
+        "$.items[0].track.popularity",
+        "$.items[0].track.album.available_markets",
+        "$.items[0].track.album.label",
+        "$.items[0].track.artists[0].genres",
+    ]
+    assert list(removed_in_2026({"type": "user", "country": "DE", "product": "free"})) == [
+        "$.country",
+        "$.product",
+    ]
