@@ -15,6 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from api.deps import SignInRequired
 from api.imports import ImportJobs
+from api.limits import BodyLimits
 from api.live import ChangeSignal
 from api.metrics import MetricsMiddleware, WebMetrics
 from api.oauth_states import OAuthStates
@@ -79,6 +80,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = WebMetrics(app.state.database)
     app.state.import_jobs = ImportJobs(settings)
     accounts_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.spotify_api_base))
+    # Middleware added first runs innermost: body limits inside the session (they tell a
+    # signed-in uploader from an anonymous client), and their 413 still gets headers and metrics.
+    app.add_middleware(BodyLimits)
     app.add_middleware(SecurityHeaders, image_sources=f"{accounts_origin} https://i.scdn.co")
     app.add_middleware(
         SessionMiddleware,
