@@ -432,7 +432,7 @@ def main() -> None:
         settings = settings_on_free_ports(
             Path(folder), spark_shuffle_partitions=4, api_port=free_port()
         )
-        stack = LocalStack(settings)
+        stack = LocalStack(settings, airflow=False)
         stack.up()
         try:
             days = seed(settings, args.users, args.days)

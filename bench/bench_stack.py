@@ -50,7 +50,7 @@ def main() -> None:
     cold, warm, rss = [], [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            stack = LocalStack(settings_on_free_ports(Path(tmp)))
+            stack = LocalStack(settings_on_free_ports(Path(tmp)), airflow=False)
             try:
                 cold.append(_timed_up(stack))
                 time.sleep(5)

@@ -40,7 +40,8 @@ app = typer.Typer(
     add_completion=False,
 )
 stack_app = typer.Typer(
-    help="Start, stop and inspect the local Kafka, MongoDB and GCS servers.", no_args_is_help=True
+    help="Start, stop and inspect the local Kafka, MongoDB, GCS and Airflow servers.",
+    no_args_is_help=True,
 )
 app.add_typer(stack_app, name="stack")
 
@@ -89,12 +90,21 @@ def _use_data_dir(data_dir: Path | None) -> None:
 
 
 @stack_app.command("up")
-def stack_up(data_dir: DataDirOption = None) -> None:
+def stack_up(
+    data_dir: DataDirOption = None,
+    with_airflow: Annotated[
+        bool,
+        typer.Option(
+            "--airflow/--no-airflow",
+            help="Start Airflow too (20 to 70 s until healthy, about 1.3 GB).",
+        ),
+    ] = True,
+) -> None:
     """Start the local servers (harmless if they already run) and wait until all answer."""
     from devtools.stack import LocalStack
 
     _use_data_dir(data_dir)
-    stack = LocalStack(get_settings())
+    stack = LocalStack(get_settings(), airflow=with_airflow)
     statuses = stack.up(on_progress=lambda line: console.print(f"[dim]·[/dim] {line}"))
     _print_status(statuses)
 
@@ -199,7 +209,8 @@ def _print_status(statuses: list[ServiceStatus]) -> None:
                 else "[red]stopped[/red]"
             )
         )
-        table.add_row(status.name, str(status.port), str(status.pid or "-"), state, status.data)
+        port = "-" if status.port is None else str(status.port)
+        table.add_row(status.name, port, str(status.pid or "-"), state, status.data)
     console.print(table)
 
 

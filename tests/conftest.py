@@ -51,7 +51,8 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
     get_settings.cache_clear()
-    stack = LocalStack(settings)
+    # Airflow only starts for the tests that schedule something (tests/test_airflow.py).
+    stack = LocalStack(settings, airflow=False)
     try:
         stack.up()
         yield settings

@@ -112,9 +112,10 @@ def _our_processes(data_dir: Path) -> list[int]:
 def test_stack_cli_restart_keeps_mongodb_and_gcs_data_and_leaves_no_process(
     private_stack: Settings,
 ) -> None:
-    up = _auxcord(private_stack, "stack", "up")
+    up = _auxcord(private_stack, "stack", "up", "--no-airflow")
     assert up.returncode == 0, up.stderr
-    assert _auxcord(private_stack, "stack", "up").returncode == 0  # twice is harmless
+    # twice is harmless
+    assert _auxcord(private_stack, "stack", "up", "--no-airflow").returncode == 0
     assert len(_our_processes(private_stack.data_dir)) >= 2
 
     with mongo_client(private_stack) as client:
@@ -126,7 +127,7 @@ def test_stack_cli_restart_keeps_mongodb_and_gcs_data_and_leaves_no_process(
     status = _auxcord(private_stack, "stack", "status")
     assert status.returncode == 1 and "stopped" in status.stdout
 
-    assert _auxcord(private_stack, "stack", "up").returncode == 0
+    assert _auxcord(private_stack, "stack", "up", "--no-airflow").returncode == 0
     try:
         with mongo_client(private_stack) as client:
             assert client["keep"]["docs"].find_one({"_id": "kept"}) == {"_id": "kept"}
@@ -141,11 +142,11 @@ def test_port_held_by_another_process_is_named(private_stack: Settings) -> None:
     holder.bind(("127.0.0.1", private_stack.port_of("mongodb")))
     holder.listen()
     try:
-        stack = LocalStack(private_stack)
+        stack = LocalStack(private_stack, airflow=False)
         with pytest.raises(StackError, match=f"port {private_stack.port_of('mongodb')}"):
             stack.up()
         assert _our_processes(private_stack.data_dir) == []
-        result = _auxcord(private_stack, "stack", "up")
+        result = _auxcord(private_stack, "stack", "up", "--no-airflow")
         assert result.returncode == 1
         assert "AUXCORD_MONGODB_URI" in result.stderr and "Traceback" not in result.stderr
     finally:
