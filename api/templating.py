@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
+from api import humanize
 from api.security import csrf_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -31,18 +32,6 @@ def minutes_text(minutes: float | int | None) -> str:
 def clock(milliseconds: int | None) -> str:
     seconds = (milliseconds or 0) // 1000
     return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    if moment is None:
-        return "never"
-    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
-    if seconds < 60:
-        return "just now"
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return "just now"
 
 
 def local_time(moment: datetime | None, zone: str = "UTC", fmt: str = "%H:%M") -> str:
@@ -64,8 +53,10 @@ def templates() -> Jinja2Templates:
     environment = Jinja2Templates(directory=str(TEMPLATES_DIR))
     environment.env.autoescape = True
     environment.env.filters.update(
-        minutes_text=minutes_text, clock=clock, ago=ago, local_time=local_time, long_day=long_day
+        minutes_text=minutes_text, clock=clock, local_time=local_time, long_day=long_day
     )
+    # Durations, relative times, counts and possessives (``ago``, ``duration``, ``count``…).
+    environment.env.filters.update(humanize.FILTERS)
     return environment
 
 
