@@ -17,8 +17,8 @@ from auxcord.clients import gcs_bucket, kafka_consumer, kafka_producer, mongo_cl
 from auxcord.errors import StackError
 from auxcord.names import Topic
 from auxcord.settings import Settings
-from devtools.stack import LocalStack
-from tests.conftest import environment_of, settings_on_free_ports
+from devtools.stack import LocalStack, settings_on_free_ports
+from tests.conftest import environment_of
 
 pytestmark = pytest.mark.stack
 
