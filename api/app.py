@@ -83,7 +83,12 @@ def create_app(settings: Settings) -> FastAPI:
     # Middleware added first runs innermost: body limits inside the session (they tell a
     # signed-in uploader from an anonymous client), and their 413 still gets headers and metrics.
     app.add_middleware(BodyLimits)
-    app.add_middleware(SecurityHeaders, image_sources=f"{accounts_origin} https://i.scdn.co")
+    app.add_middleware(
+        SecurityHeaders,
+        image_sources=f"{accounts_origin} https://i.scdn.co",
+        https=https,
+        static_prefix="/static/",
+    )
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key_value(),

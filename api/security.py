@@ -38,15 +38,27 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         )
 
 
+HSTS_MAX_AGE_S = 365 * 24 * 3600
+NO_STORE = b"private, no-store"
+
+
 class SecurityHeaders:
     """Adds a strict Content-Security-Policy and friends to every response.
+
+    Every response but the static files also gets ``Cache-Control: private, no-store``
+    (unless it sets its own): pages differ by who asks, and a shared or back-button cache must
+    never hand one person's page to the next. Behind https, Strict-Transport-Security keeps
+    browsers from ever trying plain http (and sending the session cookie there).
 
     Plain ASGI rather than ``BaseHTTPMiddleware``, which costs a task and a stream per request
     and does not pass Server-Sent Events through promptly.
     """
 
-    def __init__(self, app: ASGIApp, image_sources: str) -> None:
+    def __init__(
+        self, app: ASGIApp, *, image_sources: str, https: bool, static_prefix: str
+    ) -> None:
         self.app = app
+        self.static_prefix = static_prefix
         policy = (
             "default-src 'self'; script-src 'self'; style-src 'self'; "
             f"img-src 'self' data: {image_sources}; connect-src 'self'; "
@@ -57,16 +69,23 @@ class SecurityHeaders:
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"same-origin"),
         ]
+        if https:
+            hsts = f"max-age={HSTS_MAX_AGE_S}".encode()
+            self.headers.append((b"strict-transport-security", hsts))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        headers = self.headers
+        if not scope["path"].startswith(self.static_prefix):
+            headers = [*headers, (b"cache-control", NO_STORE)]
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(n, v) for n, v in self.headers if n not in present]
+                extra = [(n, v) for n, v in headers if n not in present]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
@@ -20,6 +21,7 @@ from api import humanize
 from api.security import csrf_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def minutes_text(minutes: float | int | None) -> str:
@@ -43,6 +45,28 @@ def local_time(moment: datetime | None, zone: str = "UTC", fmt: str = "%H:%M") -
         return moment.astimezone(UTC).strftime(fmt)
 
 
+def album_art(url: str | None) -> str | None:
+    """``url`` if a page may show it as album art, else None.
+
+    Spotify serves its images over https, so only https is taken; ``javascript:``, ``data:``
+    and plain http URLs (which a network attacker could swap) are dropped. The one exception
+    is http on loopback, where the local Spotify simulator serves its art to a browser on the
+    same machine.
+    """
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+    except ValueError:  # "http://[nonsense": not a URL at all
+        return None
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and host in LOOPBACK_HOSTS:
+        return url
+    return None
+
+
 def long_day(day: date | str) -> str:
     value = date.fromisoformat(day) if isinstance(day, str) else day
     return f"{value:%A} {value.day} {value:%B %Y}"
@@ -53,8 +77,9 @@ def templates() -> Jinja2Templates:
     environment = Jinja2Templates(directory=str(TEMPLATES_DIR))
     environment.env.autoescape = True
     environment.env.filters.update(
-        minutes_text=minutes_text, clock=clock, local_time=local_time, long_day=long_day
-    )
+        minutes_text=minutes_text, clock=clock, local_time=local_time, long_day=long_day,
+        album_art=album_art,
+    )  # fmt: skip
     # Durations, relative times, counts and possessives (``ago``, ``duration``, ``count``…).
     environment.env.filters.update(humanize.FILTERS)
     return environment
