@@ -33,7 +33,8 @@ Source = Annotated[
 
 
 def _run(first: date, last: date, group: str | None, source: str) -> None:
-    from analytics.aggregate import AggregateStep, aggregate_days
+    from analytics.aggregate import AggregateStep
+    from analytics.jobs import aggregate_range
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
@@ -45,10 +46,10 @@ def _run(first: date, last: date, group: str | None, source: str) -> None:
 
         if source not in ("mongodb", "gcs"):
             raise AuxcordError(f"--source expects mongodb or gcs, got {source!r}")
-        result = aggregate_days(
+        result = aggregate_range(
             get_settings(),
-            first,
-            last,
+            first=first,
+            last=last,
             group=group,
             source="gcs" if source == "gcs" else "mongodb",
             on_step=advance,

@@ -1,8 +1,12 @@
-"""What the nightly DAGs need besides the jobs: which day a run is for, and failure records.
+"""What the batch DAGs share besides the jobs: which days a run is for, retries, and the
+records of failed and successful tasks in ``pipeline_status`` that ``/admin`` shows.
 
-Airflow 3's cron timetable gives a run ``data_interval_start == data_interval_end ==
-logical_date`` (the moment it is scheduled), and manual runs may have no logical date at all,
-so the day to aggregate is derived here, explicitly: the UTC day before the run's moment.
+``auxcord_daily`` runs on a data-interval timetable whose interval is one UTC day, so a run's
+day is its ``data_interval_start``: the scheduled run at midnight, a backfill's run and a
+manual run (Airflow infers the last complete interval) all say which day they are for, and
+``airflow backfill create --from-date A --to-date B`` runs exactly the days A to B. A run's
+``conf`` may name a range instead (``{"first": "2026-11-01", "last": "2026-11-30"}``), which is
+how the demo and a person re-aggregating from Airflow's UI ask for several days at once.
 """
 
 from __future__ import annotations
@@ -13,26 +17,96 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from auxcord.clients import mongo_database
+from auxcord.errors import AuxcordError
 from auxcord.names import Collection
-from auxcord.settings import get_settings
+from auxcord.settings import Settings, get_settings, load_settings
 
 log = logging.getLogger(__name__)
 
-
-def day_to_aggregate(context: Mapping[str, Any]) -> date:
-    """The day a nightly run aggregates: the day before its logical date (or before now)."""
-    moment = context.get("logical_date") or context.get("data_interval_end") or datetime.now(UTC)
-    return (moment.astimezone(UTC) - timedelta(days=1)).date()
+DAILY_AGGREGATES_ASSET = "auxcord_daily_aggregates"
+"""The Airflow asset ``auxcord_daily`` updates and ``auxcord_recommendations`` is scheduled on."""
+RETRIES = 2
 
 
-def record_failure(dag_id: str, context: Mapping[str, Any]) -> None:
-    """Log a failed task loudly and keep it in ``pipeline_status`` for the admin page."""
-    instance = context.get("task_instance")
-    error = context.get("exception")
-    message = f"{dag_id}: task {getattr(instance, 'task_id', '?')} failed: {error}"
-    log.error(message)
+def days_to_aggregate(context: Mapping[str, Any]) -> tuple[date, date]:
+    """The local days ``(first, last)`` a run of ``auxcord_daily`` aggregates: its conf's
+    range if given, else the day of its data interval, else (a manual run with no interval)
+    yesterday in UTC."""
+    conf = _conf(context)
+    if conf.get("first") or conf.get("last"):
+        first = _day(conf.get("first") or conf.get("last"), "first")
+        last = _day(conf.get("last") or conf.get("first"), "last")
+        if last < first:
+            raise AuxcordError(f"conf: last ({last}) is before first ({first})")
+        return first, last
+    start = context.get("data_interval_start") or context.get("logical_date")
+    day = start.astimezone(UTC).date() if start else datetime.now(UTC).date() - timedelta(1)
+    return day, day
+
+
+def run_settings(context: Mapping[str, Any]) -> Settings:
+    """The settings a run works with: the deployment's, or with another MongoDB when its conf
+    names one (``{"mongodb_uri": ...}``: a staging copy, a restored backup). Failure and
+    success records always go to the deployment's own ``pipeline_status``."""
+    settings = get_settings()
+    uri = _conf(context).get("mongodb_uri")
+    return settings if not uri else load_settings(**{**settings.model_dump(), "mongodb_uri": uri})
+
+
+def _conf(context: Mapping[str, Any]) -> Mapping[str, Any]:
+    run = context.get("dag_run")
+    conf = getattr(run, "conf", None) or {}
+    return conf if isinstance(conf, Mapping) else {}
+
+
+def _day(value: object, key: str) -> date:
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise AuxcordError(f"conf: {key} expects a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def batch_defaults() -> dict[str, Any]:
+    """``default_args`` of every batch DAG: bounded retries, and the failure and success
+    records. A failed run never blocks the next one (no ``depends_on_past``)."""
+    return {
+        "retries": RETRIES,
+        "retry_delay": timedelta(seconds=get_settings().airflow_retry_delay_s),
+        "on_failure_callback": record_failure,
+        "on_success_callback": record_success,
+    }
+
+
+def _describe(context: Mapping[str, Any]) -> dict[str, Any]:
+    instance = context.get("task_instance") or context.get("ti")
+    return {
+        "at": datetime.now(UTC),
+        "dag_id": getattr(instance, "dag_id", "?"),
+        "task_id": getattr(instance, "task_id", "?"),
+        "run_id": getattr(instance, "run_id", "?"),
+        "try_number": getattr(instance, "try_number", None),
+    }
+
+
+def record_failure(context: Mapping[str, Any]) -> None:
+    """Log a task that failed for good (its retries spent) and keep it in ``pipeline_status``
+    under its DAG, for the admin page."""
+    record = _describe(context)
+    record["message"] = (
+        f"{record['dag_id']}: task {record['task_id']} of run {record['run_id']} failed "
+        f"after {record['try_number']} tries: {context.get('exception')}"
+    )
+    log.error(record["message"])
+    _store(record["dag_id"], "last_failure", record)
+
+
+def record_success(context: Mapping[str, Any]) -> None:
+    """Keep a task's success beside the last failure, so a recovered job reads as such."""
+    record = _describe(context)
+    _store(record["dag_id"], "last_success", record)
+
+
+def _store(dag_id: str, field: str, record: dict[str, Any]) -> None:
     mongo_database(get_settings())[Collection.PIPELINE_STATUS].update_one(
-        {"_id": dag_id},
-        {"$set": {"last_failure": {"at": datetime.now(UTC), "message": message}}},
-        upsert=True,
+        {"_id": dag_id}, {"$set": {field: record}}, upsert=True
     )

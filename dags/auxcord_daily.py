@@ -1,50 +1,46 @@
-"""Nightly aggregates: yesterday's user and group statistics for every group.
+"""Daily aggregates: each UTC day's user and group statistics, then the rollups holding it.
 
-Thin on purpose: the task calls ``analytics.aggregate`` and nothing heavy is imported while
-Airflow parses this file. ``catchup=True`` fills missed nights, and ``airflow backfill create
---dag-id auxcord_daily --from-date A --to-date B`` queues past ones (``auxcord backfill`` does a
-range in one Spark application instead).
+Thin on purpose: the task calls the ``aggregate_range`` job of ``analytics.jobs`` and nothing
+heavy is imported while Airflow parses this file. The timetable's data interval is one UTC
+day, so each run says which day it is for (``analytics.pipeline_status.days_to_aggregate``):
+the scheduled run just after midnight aggregates the day that ended, and ``airflow backfill
+create --dag-id auxcord_daily --from-date A --to-date B --max-active-runs 1`` runs the days A
+to B (``auxcord backfill --from A --to B`` does the same range in one Spark application and
+stores the same documents). ``catchup=False``: a new deployment runs the last day only;
+history is a backfill's business. Each success updates the ``auxcord_daily_aggregates`` asset,
+which schedules the recommendations.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
 
-
-def _failed(context: dict[str, object]) -> None:
-    from analytics.pipeline_status import record_failure
-
-    record_failure("auxcord_daily", context)
+from analytics.pipeline_status import DAILY_AGGREGATES_ASSET, batch_defaults
 
 
 @dag(
-    schedule="0 2 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=True,
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2024, 1, 1, tzinfo=UTC),
+    catchup=False,
+    # One run at a time, and one aggregate task at a time across runs (a backfill's runs
+    # included): a day builds on the days stored before it. A second scheduler started by
+    # mistake respects both, since both are checked in the metadata database.
     max_active_runs=1,
+    max_consecutive_failed_dag_runs=0,  # a failed night never pauses the next ones
     tags=["auxcord", "aggregates"],
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
-        "on_failure_callback": _failed,
-    },
+    default_args=batch_defaults(),
 )
 def auxcord_daily() -> None:
-    @task
+    @task(outlets=[Asset(DAILY_AGGREGATES_ASSET)], max_active_tis_per_dag=1)
     def aggregate() -> dict[str, object]:
-        from analytics.aggregate import aggregate_days
-        from analytics.pipeline_status import day_to_aggregate
-        from auxcord.settings import get_settings
+        from analytics.jobs import run_job
+        from analytics.pipeline_status import days_to_aggregate, run_settings
 
-        day = day_to_aggregate(get_current_context())
-        result = aggregate_days(get_settings(), day, day)
-        return {
-            "day": day.isoformat(),
-            "user_days": result.user_days,
-            "group_days": result.group_days,
-        }
+        context = get_current_context()
+        first, last = days_to_aggregate(context)
+        return run_job("aggregate_range", run_settings(context), first=first, last=last)
 
     aggregate()
 

@@ -1,35 +1,36 @@
-"""Daily recommendations from the group's own listening (Spark ML, implicit ALS).
+"""Recommendations from the group's own listening (Spark ML, implicit ALS), after the aggregates.
 
-Thin on purpose: the task calls ``analytics.recommend.runner`` and nothing heavy is imported
-while Airflow parses this file. It runs at 03:30 UTC, after the nightly aggregates.
+Thin on purpose: the task calls the ``recommend`` job of ``analytics.jobs`` and nothing heavy is
+imported while Airflow parses this file. It is scheduled on the ``auxcord_daily_aggregates``
+asset, so it runs when a day's aggregates succeeded, not at a guessed clock time; a failed
+aggregate run leaves the last recommendations in place.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, dag, get_current_context, task
+
+from analytics.pipeline_status import DAILY_AGGREGATES_ASSET, batch_defaults
 
 
 @dag(
-    schedule="30 3 * * *",
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    schedule=[Asset(DAILY_AGGREGATES_ASSET)],
+    start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
+    max_active_runs=1,
+    max_consecutive_failed_dag_runs=0,
     tags=["auxcord", "recommendations"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},
+    default_args=batch_defaults(),
 )
 def auxcord_recommendations() -> None:
     @task
     def recommend() -> dict[str, object]:
-        from analytics.recommend.runner import run_recommendations
-        from auxcord.settings import get_settings
+        from analytics.jobs import run_job
+        from analytics.pipeline_status import run_settings
 
-        run = run_recommendations(get_settings())
-        return {
-            "run_id": run.run_id,
-            "users": len(run.documents),
-            "als_hit_rate": run.evaluation.als.hit_rate,
-        }
+        return run_job("recommend", run_settings(get_current_context()))
 
     recommend()
 

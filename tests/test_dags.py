@@ -18,7 +18,16 @@ heavy = sorted(m for m in ("pyspark", "pymongoarrow", "pandas") if m in sys.modu
 print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
                   "dags": sorted(bag.dag_ids), "heavy": heavy,
                   "tasks": {d: sorted(bag.dags[d].task_ids) for d in bag.dag_ids},
-                  "retries": {d: bag.dags[d].default_args.get("retries") for d in bag.dag_ids}}))
+                  "retries": {d: bag.dags[d].default_args.get("retries") for d in bag.dag_ids},
+                  "catchup": {d: bag.dags[d].catchup for d in bag.dag_ids},
+                  "max_active_runs": {d: bag.dags[d].max_active_runs for d in bag.dag_ids},
+                  "timetable": {d: type(bag.dags[d].timetable).__name__ for d in bag.dag_ids},
+                  "outlets": sorted(o.name for o in bag.dags["auxcord_daily"].tasks[0].outlets),
+                  "scheduled_on": sorted(
+                      a.name for a in bag.dags["auxcord_recommendations"].timetable
+                      .asset_condition.objects),
+                  "callbacks": {d: bool(bag.dags[d].default_args.get("on_failure_callback"))
+                                for d in bag.dag_ids}}))
 """
 
 
@@ -47,3 +56,11 @@ def test_dag_folder_imports_cleanly_and_lightly(tmp_path: Path) -> None:
     assert report["tasks"]["auxcord_recommendations"] == ["recommend"]
     assert report["retries"]["auxcord_recommendations"] == 2
     assert report["heavy"] == [], "DAG files must not import Spark or pandas at parse time"
+    # A fresh install runs the last day, not every night since the start date.
+    assert report["catchup"] == {"auxcord_daily": False, "auxcord_recommendations": False}
+    assert set(report["max_active_runs"].values()) == {1}
+    # One run per UTC day as its data interval: a backfill's dates are the days it runs.
+    assert report["timetable"]["auxcord_daily"] == "CronDataIntervalTimetable"
+    # The recommendations follow the aggregates through the asset the daily task updates.
+    assert report["outlets"] == report["scheduled_on"] == ["auxcord_daily_aggregates"]
+    assert all(report["callbacks"].values())

@@ -16,9 +16,9 @@ def recommend_command(
     seed: Annotated[int, typer.Option(help="Seed: the same data and seed, the same result.")] = 42,
 ) -> None:
     """Recommend tracks friends love that each user hasn't heard, and report the evaluation."""
-    from analytics.recommend.runner import run_recommendations
+    from analytics.jobs import recommend
 
-    run = run_recommendations(get_settings(), n=n, seed=seed)
+    run = recommend(get_settings(), n=n, seed=seed)
     evaluation = run.evaluation
     table = Table(title=f"Recommendations run {run.run_id}: {len(run.documents)} users")
     for column in ("model", "hit-rate@10", "NDCG@10", "coverage"):

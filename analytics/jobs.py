@@ -1,0 +1,108 @@
+"""The batch jobs, by name: the one registry the CLI, the DAGs, the demo and the benchmarks call.
+
+Each job takes the settings and keyword parameters, checks that MongoDB answers before it
+spends 10 to 20 s starting Spark (so a task against a stopped server fails in seconds, with a
+message naming the server), and runs. The CLI calls the functions and prints their typed
+results; the DAGs and the demo call them by name through :func:`run_job`, which returns a
+summary of plain values (an Airflow task's XCom, a demo log line). No two callers build the
+same job differently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from auxcord.errors import AuxcordError
+from auxcord.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from analytics.aggregate import AggregateResult
+    from analytics.recommend.job import RecommendationRun
+
+Summary = dict[str, object]
+Source = Literal["mongodb", "gcs"]
+
+
+def require_mongodb(settings: Settings, timeout_ms: int = 3_000) -> None:
+    """Raise one clear error unless MongoDB answers a ping within ``timeout_ms``."""
+    from pymongo.errors import PyMongoError
+
+    from auxcord.clients import mongo_client
+
+    try:
+        with mongo_client(settings, serverSelectionTimeoutMS=timeout_ms) as client:
+            client.admin.command("ping")
+    except PyMongoError as exc:
+        # Host and port only: the URI may carry a password.
+        where = urlsplit(settings.mongodb_uri).netloc.rpartition("@")[2]
+        raise AuxcordError(f"MongoDB at {where} does not answer: {exc}") from exc
+
+
+def aggregate_range(
+    settings: Settings,
+    *,
+    first: date,
+    last: date,
+    group: str | None = None,
+    source: Source = "mongodb",
+    spark: SparkSession | None = None,
+    on_step: Callable[[str], None] = lambda _: None,
+) -> AggregateResult:
+    """User and group days for local days ``[first, last]``, then the rollups holding them
+    (``auxcord aggregate``, ``auxcord backfill``, the ``auxcord_daily`` DAG)."""
+    from analytics.aggregate import aggregate_days
+
+    require_mongodb(settings)
+    return aggregate_days(
+        settings, first, last, group=group, source=source, spark=spark, on_step=on_step
+    )
+
+
+def recommend(
+    settings: Settings,
+    *,
+    n: int = 20,
+    seed: int = 42,
+    spark: SparkSession | None = None,
+) -> RecommendationRun:
+    """Train, evaluate and store every group member's recommendations (``auxcord recommend``,
+    the ``auxcord_recommendations`` DAG)."""
+    from analytics.recommend.runner import run_recommendations
+
+    require_mongodb(settings)
+    return run_recommendations(settings, n=n, seed=seed, spark=spark)
+
+
+def _aggregate_summary(settings: Settings, **params: Any) -> Summary:
+    result = aggregate_range(settings, **params)
+    return {
+        "first": result.first.isoformat(),
+        "last": result.last.isoformat(),
+        "user_days": result.user_days,
+        "group_days": result.group_days,
+    }
+
+
+def _recommend_summary(settings: Settings, **params: Any) -> Summary:
+    return recommend(settings, **params).summary()
+
+
+JOBS: dict[str, Callable[..., Summary]] = {
+    "aggregate_range": _aggregate_summary,
+    "recommend": _recommend_summary,
+}
+"""Every batch job by name, returning its summary."""
+
+
+def run_job(name: str, settings: Settings, **params: Any) -> Summary:
+    """Run the job called ``name`` with ``params``; an unknown name is one clear error."""
+    try:
+        job = JOBS[name]
+    except KeyError:
+        raise AuxcordError(f"no batch job {name!r}; the jobs are {', '.join(JOBS)}") from None
+    return job(settings, **params)
