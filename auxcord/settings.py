@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Spotify user ids that may open the admin/health page (comma-separated), for example the
     self-hoster's own account."""
+    metrics_token: SecretStr | None = None
+    """When set, ``/metrics`` answers only requests with ``Authorization: Bearer <token>``
+    (Prometheus' ``authorization`` scrape setting); unset or empty, it is public."""
 
     # Airflow
     airflow_url: str = "http://127.0.0.1:8080"
@@ -210,15 +213,20 @@ class Settings(BaseSettings):
             return [user.strip() for user in value.split(",") if user.strip()]
         return value
 
-    @field_validator("secret_key", mode="before")
+    @field_validator("secret_key", "metrics_token", mode="before")
     @classmethod
-    def _check_secret_key(cls, value: Any) -> Any:
-        # An empty value is unset, never the key "": HMAC and HKDF accept "" and anyone could
-        # then sign a session cookie for any user and decrypt every stored token.
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        # An empty value (as .env.example copied to .env leaves it) is unset, never the secret
+        # "": HMAC and HKDF accept "", and anyone could then sign a session cookie for any user
+        # and decrypt every stored token.
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            return None
-        if isinstance(raw, str) and (problem := weak_secret_key(raw, "AUXCORD_SECRET_KEY")):
+        return None if isinstance(raw, str) and not raw.strip() else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        key = value.get_secret_value() if value is not None else None
+        if key is not None and (problem := weak_secret_key(key, "AUXCORD_SECRET_KEY")):
             raise ValueError(problem)
         return value
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,7 +22,18 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(request: Request) -> Response:
+def metrics(request: Request, authorization: Annotated[str, Header()] = "") -> Response:
+    """Prometheus' scrape. With ``AUXCORD_METRICS_TOKEN`` set, only for ``Bearer <token>``."""
+    token = request.app.state.settings.metrics_token
+    if token is not None and not secrets.compare_digest(
+        authorization.encode(), f"Bearer {token.get_secret_value()}".encode()
+    ):
+        return Response(
+            "Metrics need Authorization: Bearer <AUXCORD_METRICS_TOKEN>.\n",
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+            media_type="text/plain",
+        )
     return Response(
         generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )
