@@ -57,6 +57,18 @@ function startLiveFeed(feed) {
     return "since " + started.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
 
+  // Album art over https only (or http on loopback, the local simulator's): the same rule as
+  // the pages' album_art filter in api/templating.py.
+  function albumArt(url) {
+    try {
+      const parsed = new URL(url || "");
+      const loopback = ["127.0.0.1", "localhost", "[::1]"].includes(parsed.hostname);
+      return parsed.protocol === "https:" || (parsed.protocol === "http:" && loopback) ? url : null;
+    } catch {
+      return null;
+    }
+  }
+
   function progressOf(item, now) {
     const base = item.progress_ms || 0;
     if (!item.is_playing) return base;
@@ -71,7 +83,8 @@ function startLiveFeed(feed) {
       node.dataset.user = item.user_id;
       const image = node.querySelector("img.art");
       const placeholder = node.querySelector(".art-none");
-      if (item.album_image_url) { image.src = item.album_image_url; image.alt = item.album_name || ""; placeholder.remove(); }
+      const art = albumArt(item.album_image_url);
+      if (art) { image.src = art; image.alt = item.album_name || ""; placeholder.remove(); }
       else image.remove();
       const who = node.querySelector(".who a");
       who.textContent = (names[item.user_id] || {}).display_name || item.user_id;
