@@ -27,8 +27,14 @@ def _server(settings: Settings, host: str, port: int) -> tuple[uvicorn.Server, s
             f"the web app cannot listen on {host}:{port} ({exc.strerror}); set AUXCORD_API_PORT"
         ) from exc
     # Open live feeds (Server-Sent Events) never end by themselves: cut them on shutdown.
+    # Forwarded headers only from the configured proxies: the client address they name is what
+    # sign-in rate limits and live-feed caps count by.
     config = uvicorn.Config(
-        create_app(settings), log_level="warning", proxy_headers=True, timeout_graceful_shutdown=2
+        create_app(settings),
+        log_level="warning",
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        timeout_graceful_shutdown=2,
     )
     return uvicorn.Server(config), listener
 
