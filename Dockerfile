@@ -7,13 +7,22 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY auxcord auxcord
+COPY cli cli
+COPY devtools devtools
 COPY producers producers
 COPY streaming streaming
 COPY analytics analytics
 COPY api api
 COPY dags dags
 COPY templates templates
-RUN pip install --no-cache-dir '.[deploy]'
+COPY static static
+# Editable, so the web app finds templates/ and static/ next to its package, as in a checkout.
+RUN pip install --no-cache-dir -e '.[deploy]'
+# Nothing runs as root: a process that is broken into owns only its data directories.
+RUN useradd --system --create-home auxcord \
+ && mkdir -p /var/lib/auxcord /opt/airflow \
+ && chown auxcord /var/lib/auxcord /opt/airflow
+USER auxcord
 ENV PYSPARK_PYTHON=python3
 EXPOSE 8000
 CMD ["auxcord", "serve", "--host", "0.0.0.0"]

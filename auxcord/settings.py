@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -129,6 +130,9 @@ class Settings(BaseSettings):
     """Extra JVM options of the Spark driver (in local mode, where all the work happens).
     The parallel collector rather than G1: on 2 cores, G1's concurrent threads took CPU from
     short jobs (a daily run 59 s with G1, 55 s without) and a backfill gained nothing."""
+    spark_auth_secret: SecretStr | None = None
+    """The shared secret of a standalone Spark cluster started with ``spark.authenticate``
+    (docker-compose.yml does): its master and workers run only applications that hold it."""
 
     # Streaming
     stream_kafka_format: Literal["python", "kafka"] = "python"
@@ -217,7 +221,7 @@ class Settings(BaseSettings):
             return [user.strip() for user in value.split(",") if user.strip()]
         return value
 
-    @field_validator("secret_key", "metrics_token", mode="before")
+    @field_validator("secret_key", "metrics_token", "spark_auth_secret", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: Any) -> Any:
         # An empty value (as .env.example copied to .env leaves it) is unset, never the secret
@@ -226,11 +230,12 @@ class Settings(BaseSettings):
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if isinstance(raw, str) and not raw.strip() else value
 
-    @field_validator("secret_key")
+    @field_validator("secret_key", "spark_auth_secret")
     @classmethod
-    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_secret_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         key = value.get_secret_value() if value is not None else None
-        if key is not None and (problem := weak_secret_key(key, "AUXCORD_SECRET_KEY")):
+        variable = ENV_PREFIX + str(info.field_name).upper()
+        if key is not None and (problem := weak_secret_key(key, variable)):
             raise ValueError(problem)
         return value
 

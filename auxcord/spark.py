@@ -48,7 +48,19 @@ def build_spark_session(
         .config("spark.sql.warehouse.dir", str(settings.data_dir / "spark-warehouse"))
         .config("spark.driver.extraJavaOptions", java_options)
     )
+    for key, value in cluster_auth_conf(settings).items():
+        builder = builder.config(key, value)
     return builder.getOrCreate()
+
+
+def cluster_auth_conf(settings: Settings) -> dict[str, str]:
+    """Spark's RPC authentication, with ``AUXCORD_SPARK_AUTH_SECRET`` set: a standalone master
+    and workers started with the same secret (docker-compose.yml) run only applications that
+    hold it. Without it, anyone who reaches the master's port runs code on the workers."""
+    if settings.spark_auth_secret is None:
+        return {}
+    secret = settings.spark_auth_secret.get_secret_value()
+    return {"spark.authenticate": "true", "spark.authenticate.secret": secret}
 
 
 def arrow_frame(spark: SparkSession, table: pa.Table) -> DataFrame:
