@@ -12,6 +12,14 @@ One run does three things, in this order, on the listens of every group:
    gets ``n`` tracks. Users with fewer than ``cold_start_min_plays`` plays get the group's
    favourites instead, marked ``cold_start``.
 
+Small data never fails a run. A new group is every user's first day: with no music plays, one
+listener, one track, or a history too short for the validation window to have anything to
+train on, ALS cannot be trained (Spark raises "No ratings available") or chosen honestly. The
+run then gives every member the in-group popularity baseline, and says why: the
+:class:`FallbackReason` is stored on the run and on each member's list, so the dashboard can say
+"popular in your group, until there is more history". The preconditions are checked before
+Spark is asked, rather than catching Spark's exception: a real failure still fails the run.
+
 The functions take DataFrames and return plain data; :func:`write_run` is the only writer.
 """
 
@@ -21,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from analytics.recommend.metrics import catalog_coverage, hit_rate_at_k, ndcg_at_k
@@ -49,6 +58,38 @@ DEFAULT_GRID: tuple[AlsParams, ...] = (
     AlsParams(rank=32, reg_param=0.1, alpha=20.0),
     AlsParams(rank=32, reg_param=1.0, alpha=40.0),
 )
+MIN_LISTENERS = 2
+"""ALS learns from what listeners share: one listener has no friend to learn from."""
+MIN_TRACKS = 2
+"""One track leaves nothing to rank."""
+
+
+class FallbackReason(StrEnum):
+    """Why a run, or one member, got the in-group popularity baseline instead of ALS."""
+
+    NO_GROUPS = "no_groups"
+    NO_LISTENS = "no_listens"
+    ONE_LISTENER = "one_listener"
+    ONE_TRACK = "one_track"
+    SHORT_HISTORY = "short_history"
+    FEW_PLAYS = "few_plays"
+    """This member alone has too few plays (cold start); the others got ALS."""
+
+    @property
+    def message(self) -> str:
+        return _FALLBACK_MESSAGES[self]
+
+
+_FALLBACK_MESSAGES = {
+    FallbackReason.NO_GROUPS: "no groups yet: create a group on the dashboard",
+    FallbackReason.NO_LISTENS: "no music plays stored yet",
+    FallbackReason.ONE_LISTENER: "only one member has listened so far",
+    FallbackReason.ONE_TRACK: "only one track has been played so far",
+    FallbackReason.SHORT_HISTORY: (
+        f"less than {2 * HOLDOUT_DAYS} days of history: too little to choose and test a model"
+    ),
+    FallbackReason.FEW_PLAYS: "too few plays of this member's own yet",
+}
 
 
 @dataclass(frozen=True)
@@ -83,12 +124,27 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class RecommendationRun:
-    """A finished run: its evaluation and one document per recommended user."""
+    """A finished run: its evaluation and one document per group member.
+
+    ``evaluation`` is None and ``fallback_reason`` says why when every member got the
+    popularity baseline (see the module docstring).
+    """
 
     run_id: str
     generated_at: datetime
-    evaluation: Evaluation
+    evaluation: Evaluation | None
     documents: list[dict[str, Any]] = field(default_factory=list)
+    fallback_reason: FallbackReason | None = None
+
+    def summary(self) -> dict[str, object]:
+        """The run in a few plain values: what the CLI, the DAG and the demo report."""
+        return {
+            "run_id": self.run_id,
+            "users": len(self.documents),
+            "model": "als" if self.fallback_reason is None else "popularity",
+            "fallback_reason": None if self.fallback_reason is None else self.fallback_reason.value,
+            "als_hit_rate": None if self.evaluation is None else self.evaluation.als.hit_rate,
+        }
 
 
 def _lists(recommended: DataFrame) -> dict[str, list[str]]:
@@ -133,13 +189,35 @@ def _window(before: DataFrame, held_out: DataFrame, friends: DataFrame) -> _Wind
     return _Window(counts, candidates, truth, catalog)
 
 
+def too_small(counts: DataFrame) -> FallbackReason | None:
+    """Why ALS cannot be trained on ``counts`` (``play_counts``), or None if it can."""
+    from pyspark.sql import functions as F
+
+    sizes = counts.agg(
+        F.countDistinct("user_id").alias("users"), F.countDistinct("track_id").alias("tracks")
+    ).first()
+    if sizes is None or sizes.users == 0:
+        return FallbackReason.NO_LISTENS
+    if sizes.users < MIN_LISTENERS:
+        return FallbackReason.ONE_LISTENER
+    if sizes.tracks < MIN_TRACKS:
+        return FallbackReason.ONE_TRACK
+    return None
+
+
 def evaluate(
     listens: DataFrame, memberships: DataFrame, *, grid: Sequence[AlsParams], seed: int
-) -> Evaluation:
-    """Choose parameters on the validation window, then score ALS and the baseline on the test."""
+) -> Evaluation | None:
+    """Choose parameters on the validation window, then score ALS and the baseline on the test.
+
+    None when what precedes the validation window is too small to train on (the test window's
+    training data holds it, so that is the only check needed): nothing can be chosen honestly.
+    """
     friends = friendships(memberships).cache()
     train, test = split_last_days(listens, HOLDOUT_DAYS)
     fit_part, validation = split_last_days(train, HOLDOUT_DAYS)
+    if too_small(play_counts(fit_part)) is not None:
+        return None
 
     window = _window(fit_part, validation, friends)
     tried = []
@@ -183,29 +261,39 @@ def recommend(
     """Evaluate, then recommend ``n`` tracks to every group member (see the module docstring)."""
     from pyspark.sql import functions as F
 
-    evaluation = evaluate(listens, memberships, grid=grid, seed=seed)
     friends = friendships(memberships).cache()
     counts = play_counts(listens).cache()
     candidates = group_candidates(counts, friends).cache()
-
-    fitted = fit_als(counts, evaluation.chosen, seed)
-    by_als = als_recommendations(fitted, candidates, n)
     by_popularity = popularity_recommendations(candidates, n)
-    totals = counts.groupBy("user_id").agg(F.sum("plays").alias("total"))
-    cold_users = (
-        memberships.select("user_id")
-        .distinct()
-        .join(totals, "user_id", "left")
-        .where(F.coalesce(F.col("total"), F.lit(0)) < cold_start_min_plays)
-        .select("user_id")
-    )
-    chosen = (
-        by_als.join(cold_users, "user_id", "left_anti")
-        .withColumn("cold_start", F.lit(False))
-        .unionByName(
-            by_popularity.join(cold_users, "user_id").withColumn("cold_start", F.lit(True))
+
+    reason = too_small(counts)
+    evaluation = None
+    if reason is None:
+        evaluation = evaluate(listens, memberships, grid=grid, seed=seed)
+        if evaluation is None:
+            reason = FallbackReason.SHORT_HISTORY
+    if evaluation is None:
+        chosen = by_popularity.withColumn("fallback_reason", F.lit(str(reason)))
+    else:
+        fitted = fit_als(counts, evaluation.chosen, seed)
+        by_als = als_recommendations(fitted, candidates, n)
+        totals = counts.groupBy("user_id").agg(F.sum("plays").alias("total"))
+        cold_users = (
+            memberships.select("user_id")
+            .distinct()
+            .join(totals, "user_id", "left")
+            .where(F.coalesce(F.col("total"), F.lit(0)) < cold_start_min_plays)
+            .select("user_id")
         )
-    )
+        chosen = (
+            by_als.join(cold_users, "user_id", "left_anti")
+            .withColumn("fallback_reason", F.lit(None).cast("string"))
+            .unionByName(
+                by_popularity.join(cold_users, "user_id").withColumn(
+                    "fallback_reason", F.lit(str(FallbackReason.FEW_PLAYS))
+                )
+            )
+        )
     tracks = listens.groupBy("track_id").agg(
         F.max_by("track_name", "played_at").alias("track_name"),
         F.max_by("artist_name", "played_at").alias("artist_name"),
@@ -217,30 +305,47 @@ def recommend(
         .join(tracks, "track_id")
         .collect()
     )
+    members = [row.user_id for row in memberships.select("user_id").distinct().collect()]
     generated_at = now or datetime.now(UTC)
-    run_id = generated_at.strftime("%Y-%m-%d")
+    run_id = run_id_of(generated_at)
     return RecommendationRun(
         run_id=run_id,
         generated_at=generated_at,
         evaluation=evaluation,
-        documents=_documents(rows, run_id, generated_at),
+        documents=_documents(rows, members, reason, run_id, generated_at),
+        fallback_reason=reason,
     )
 
 
-def _documents(rows: list[Any], run_id: str, generated_at: datetime) -> list[dict[str, Any]]:
-    per_user: dict[str, list[Any]] = defaultdict(list)
+def run_id_of(generated_at: datetime) -> str:
+    """A run is named by its UTC day, so a same-day re-run replaces it."""
+    return generated_at.strftime("%Y-%m-%d")
+
+
+def _documents(
+    rows: list[Any],
+    members: list[str],
+    reason: FallbackReason | None,
+    run_id: str,
+    generated_at: datetime,
+) -> list[dict[str, Any]]:
+    """One document per member, an empty list included: the page can then say why."""
+    per_user: dict[str, list[Any]] = {member: [] for member in members}
     for row in rows:
         per_user[row.user_id].append(row)
     documents = []
     for user_id, items in sorted(per_user.items()):
         items.sort(key=lambda row: row["rank"])
+        why = items[0].fallback_reason if items else reason
         documents.append(
             {
                 "_id": f"{run_id}:{user_id}",
                 "run_id": run_id,
                 "user_id": user_id,
                 "generated_at": generated_at,
-                "cold_start": bool(items[0].cold_start),
+                "model": "als" if why is None else "popularity",
+                "cold_start": why is not None,
+                "fallback_reason": None if why is None else str(why),
                 "items": [
                     {
                         "rank": row["rank"],
@@ -277,7 +382,10 @@ def write_run(database: Database[dict[str, Any]], run: RecommendationRun) -> Non
             "run_id": run.run_id,
             "generated_at": run.generated_at,
             "users": len(run.documents),
-            "evaluation": run.evaluation.to_document(),
+            "model": "als" if run.fallback_reason is None else "popularity",
+            "fallback_reason": None if run.fallback_reason is None else str(run.fallback_reason),
+            "fallback": None if run.fallback_reason is None else run.fallback_reason.message,
+            "evaluation": None if run.evaluation is None else run.evaluation.to_document(),
         },
         upsert=True,
     )

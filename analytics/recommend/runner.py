@@ -6,17 +6,25 @@ MongoDB (the serving copy the streaming job writes), read by :mod:`analytics.sou
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from analytics.recommend.job import RecommendationRun, recommend, write_run
+from analytics.recommend.job import (
+    FallbackReason,
+    RecommendationRun,
+    recommend,
+    run_id_of,
+    write_run,
+)
 from analytics.sources import read_listens, read_memberships
 from auxcord.clients import mongo_database
-from auxcord.errors import AuxcordError
 from auxcord.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 
 def run_recommendations(
@@ -27,14 +35,31 @@ def run_recommendations(
     seed: int = 42,
     now: datetime | None = None,
 ) -> RecommendationRun:
-    """Recommend for every group member and store the run (replacing a same-day run)."""
+    """Recommend for every group member and store the run (replacing a same-day run).
+
+    Too little data is not an error: with no groups the run is stored empty, with its reason,
+    so a fresh install's scheduled runs succeed until there is something to recommend.
+    """
     from auxcord.spark import build_spark_session
 
     database = mongo_database(settings)
     session = spark or build_spark_session(settings, "auxcord-recommendations")
     memberships = read_memberships(session, database)
     if memberships.isEmpty():
-        raise AuxcordError("no groups yet: create a group on the dashboard, then recommend")
-    run = recommend(read_listens(session, database), memberships, n=n, seed=seed, now=now)
+        generated_at = now or datetime.now(UTC)
+        run = RecommendationRun(
+            run_id=run_id_of(generated_at),
+            generated_at=generated_at,
+            evaluation=None,
+            fallback_reason=FallbackReason.NO_GROUPS,
+        )
+    else:
+        run = recommend(read_listens(session, database), memberships, n=n, seed=seed, now=now)
     write_run(database, run)
+    log.info(
+        "recommendations stored: run %s, %d users, %s",
+        run.run_id,
+        len(run.documents),
+        "ALS" if run.fallback_reason is None else f"popularity ({run.fallback_reason.message})",
+    )
     return run

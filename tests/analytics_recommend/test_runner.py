@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from analytics.recommend.job import FallbackReason
 from analytics.recommend.runner import run_recommendations
-from auxcord.errors import AuxcordError
 from auxcord.settings import Settings
 from tests.analytics_recommend.test_recommendations import GRID, planted_listens
 
@@ -31,9 +31,16 @@ def test_runner_recommends_from_mongodb_and_stores_the_run(
     stored = list(mongo_db["recommendations"].find({"run_id": "2026-03-02"}))
     assert {doc["user_id"] for doc in stored} == {user for _, user in memberships}
     assert all(len(doc["items"]) == 5 for doc in stored)
+    assert run.evaluation is not None
     assert run.evaluation.als.hit_rate > run.evaluation.popularity.hit_rate
 
 
-def test_runner_without_groups_says_what_to_do(test_settings: Settings, spark: Any) -> None:
-    with pytest.raises(AuxcordError, match="create a group"):
-        run_recommendations(test_settings, spark=spark)
+def test_runner_without_groups_stores_an_empty_run_that_says_what_to_do(
+    test_settings: Settings, mongo_db: Any, spark: Any
+) -> None:
+    # A fresh install's scheduled run must succeed, not fail until someone makes a group.
+    run = run_recommendations(test_settings, spark=spark)
+    assert run.documents == []
+    assert run.fallback_reason is FallbackReason.NO_GROUPS
+    model_run = mongo_db["model_runs"].find_one({"_id": f"recommendations:{run.run_id}"})
+    assert "create a group" in model_run["fallback"]
