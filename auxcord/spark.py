@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from auxcord.settings import Settings
@@ -16,11 +17,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")
+"""Spark's console log configuration: errors, and the warnings worth reading (see the file)."""
+
 
 def build_spark_session(
     settings: Settings, app_name: str, *, short_run: bool = False
 ) -> SparkSession:
-    """A SparkSession for ``app_name``: UTC session time, small shuffles, Arrow on.
+    """A SparkSession for ``app_name``: UTC session time, small shuffles, Arrow on, and the
+    quiet log configuration :data:`LOG_CONFIG` (Spark's default buries auxcord's own lines).
 
     ``short_run``: the process does a few seconds' work per stage on little data (a daily
     run), so the driver JVM keeps to the JIT compiler's quick tier: the optimising tier's
@@ -33,7 +38,11 @@ def build_spark_session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    java_options = f"-Dderby.system.home={settings.data_dir} {settings.spark_driver_java_options}"
+    # The settings' own options come last, so they can point log4j2 elsewhere.
+    java_options = (
+        f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()} "
+        f"-Dderby.system.home={settings.data_dir} {settings.spark_driver_java_options}"
+    )
     if short_run:
         java_options += " -XX:TieredStopAtLevel=1"
     builder = (
