@@ -25,6 +25,8 @@ import numpy as np
 from devtools.simulator.catalog import Catalog, build_catalog, spotify_id
 
 MIN_LISTED_MS = 30_000
+START_SESSION_TRACKS = 20
+"""About an hour of listening: a session begun at the start of live simulation."""
 KIND_TRACK, KIND_EPISODE, KIND_LOCAL = 0, 1, 2
 
 _TIMEZONES = (
@@ -112,6 +114,9 @@ class WorldConfig:
     start: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     """Virtual time at which live simulation begins; history lies before it."""
     history_days: int = 0
+    listening_at_start: int = 0
+    """How many users (the first ones) begin a session of :data:`START_SESSION_TRACKS` tracks
+    at ``start``, so a live feed has something to show at once (the demo)."""
 
 
 class World:
@@ -131,6 +136,8 @@ class World:
         self.timelines = [Timeline.empty(start_ms) for _ in self.users]
         self._next_day = [self.history_start.date() for _ in self.users]
         self.extend_to(_ms(config.start))
+        for user in self.users[: config.listening_at_start]:
+            self.start_session(user, _ms(config.start), START_SESSION_TRACKS)
 
     def extend_to(self, until_ms: int, users: list[User] | None = None) -> None:
         """Generate days until ``until_ms`` (plus one day of look-ahead) for ``users`` (all).
@@ -183,6 +190,16 @@ class World:
         for name, value in insert.items():
             setattr(t, name, np.insert(getattr(t, name), later, value))
         t._listed_cache = None
+
+    def start_session(self, user: User, now_ms: int, tracks: int) -> None:
+        """``user`` starts ``tracks`` tracks of their own taste at ``now_ms``, back to back
+        (seeded, so the same world plays the same session)."""
+        rng = np.random.default_rng([self.config.seed, 4, user.index])
+        for _ in range(tracks):
+            pick = int(np.searchsorted(user.track_cdf, rng.random(), side="right"))
+            track = min(pick, self.catalog.size - 1)
+            self.force_play(user, now_ms, track)
+            now_ms += int(self.catalog.track_duration_ms[track]) + 1_000
 
     def ground_truth(self, now_ms: int, user_ids: set[str] | None = None) -> list[dict[str, Any]]:
         """Every play finished by ``now_ms``, oldest first per user."""

@@ -39,6 +39,8 @@ class SimulatorConfig:
     apps: dict[str, str] = field(default_factory=dict)
     start: datetime | None = None
     """Virtual time when live simulation begins; default now, to the second."""
+    listening_at_start: int = 0
+    """How many users (the first ones) start listening at ``start`` (the demo's live feed)."""
     daily_quota: int | None = None
     """Calls per developer account per rolling 24 virtual hours; None (the default): no quota.
     Spotify publishes no figure (other projects were refused after about 1,100 to 2,600), so
@@ -59,6 +61,10 @@ class SimulatorConfig:
             problems.append(f"--speed must be above 0 and at most 1000000 (got {self.speed})")
         if not 0 <= self.port <= 65_535:
             problems.append(f"--port must be between 0 and 65535 (got {self.port})")
+        if not 0 <= self.listening_at_start <= self.users:
+            problems.append(
+                f"listening_at_start must be between 0 and --users (got {self.listening_at_start})"
+            )
         if not 1 <= self.groups <= max(1, self.users):
             problems.append(f"--groups must be between 1 and --users (got {self.groups})")
         if self.rate_budget < 1:
@@ -97,6 +103,7 @@ class RunningSimulator:
                 groups=config.groups,
                 start=start,
                 history_days=config.days,
+                listening_at_start=config.listening_at_start,
             )
         )
         self.clock = VirtualClock(start, config.speed)
