@@ -46,7 +46,9 @@ def relative(moment: datetime | None, now: datetime | None = None) -> str:
     seconds = (moment - (now or datetime.now(UTC))).total_seconds()
     if abs(seconds) < 60:
         return "just now"
-    return f"in {duration(seconds)}" if seconds > 0 else f"{duration(seconds)} ago"
+    # Whole minutes: "2 min 30 s ago" is more precise than anyone reading it needs.
+    minutes = int(abs(seconds)) // 60 * 60
+    return f"in {duration(minutes)}" if seconds > 0 else f"{duration(minutes)} ago"
 
 
 def count(number: float | None) -> str:

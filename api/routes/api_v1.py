@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
 from analytics.periods import period_key
-from api import reads
+from api import admin_reads, reads
 from api.deps import NOT_FOUND, AdminUser, CurrentUser, DatabaseDep, GroupsDep, MemberGroup
 from api.routes.group_pages import BeforeQuery, DayQuery, PeriodQuery, default_day
 
@@ -218,4 +218,6 @@ def admin_health(user: AdminUser, database: DatabaseDep) -> dict[str, Any]:
         key: {k: v for k, v in doc.items() if k != "_id"}
         for key, doc in health["pipeline_status"].items()
     }
+    # Spotify's daily quota: each developer account's calls in 24 h, budget and lock-out.
+    health["spotify_budgets"] = admin_reads.spotify_budgets(database)
     return health

@@ -6,11 +6,11 @@ import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import reads
-from api.deps import AdminUser, DatabaseDep
+from api import admin_reads, airflow
+from api.deps import AdminUser, DatabaseDep, SettingsDep
 from api.templating import render
 
 router = APIRouter(tags=["operations"])
@@ -39,10 +39,25 @@ def metrics(request: Request, authorization: Annotated[str, Header()] = "") -> R
     )
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    """Browsers ask for ``/favicon.ico`` whatever the page links; the icon is an SVG."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
 @router.get("/admin")
-def admin(request: Request, user: AdminUser, database: DatabaseDep) -> Response:
+def admin(
+    request: Request, user: AdminUser, database: DatabaseDep, settings: SettingsDep
+) -> Response:
+    """The self-hoster's health page: one table per component, in human units, times in the
+    admin's own time zone."""
     return render(
         request,
         "admin.html",
-        {"health": reads.health(database), "live_mode": request.app.state.now_playing_signal.mode},
+        {
+            **admin_reads.admin_overview(database),
+            "zone": user.timezone,
+            "live_mode": request.app.state.now_playing_signal.mode,
+            "airflow": airflow.last_runs(settings),
+        },
     )

@@ -30,7 +30,8 @@ def test_durations_use_the_two_largest_units(seconds: float | None, text: str) -
 
 
 def test_relative_times_say_ago_or_in() -> None:
-    assert relative(NOW - timedelta(minutes=2, seconds=10), NOW) == "2 min 10 s ago"
+    assert relative(NOW - timedelta(minutes=2, seconds=50), NOW) == "2 min ago"
+    assert relative(NOW - timedelta(days=7, hours=11, minutes=30), NOW) == "7 d 11 h ago"
     assert relative(NOW + timedelta(hours=13), NOW) == "in 13 h"
     assert relative(NOW - timedelta(seconds=20), NOW) == "just now"
     assert relative(None, NOW) == "never"
