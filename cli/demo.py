@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -30,19 +30,19 @@ if TYPE_CHECKING:
 
 DEMO_USERS = 5
 """One development-mode Spotify app admits five users."""
-DEMO_HISTORY_DAYS = 14
+DEMO_HISTORY_DAYS = 90
+"""Months of each friend's history, imported from their simulated Spotify export at start."""
 DEMO_GROUP = "demo-friends"
 AGGREGATE_EVERY_S = 120
 FIRST_AGGREGATE_AFTER_S = 30
 """Long enough for the pollers and the stream to store the friends' recent history."""
-DEMO_SPEED = 60.0
-DEMO_HEAD_START = timedelta(days=7)
-"""Live simulation starts a week ago: at an hour a minute it reaches the present after about
-three hours, and auxcord rejects plays from the future as implausible."""
+DEMO_SPEED = 1.0
+"""Live listening in real time from now, after the imported history: the dashboard shows today."""
 
 
 def run_demo(settings: Settings, console: Console) -> None:
     """Start everything, print where it runs, and keep serving until Ctrl-C."""
+    from cli.demo_history import import_on_start
     from cli.webserver import serve_in_thread
     from devtools.linking import link_simulated_users, simulated_users
     from devtools.simulator import SimulatorConfig, run_simulator_in_thread
@@ -58,14 +58,14 @@ def run_demo(settings: Settings, console: Console) -> None:
                     days=DEMO_HISTORY_DAYS,
                     speed=DEMO_SPEED,
                     port=simulator_port,
-                    start=datetime.now(UTC).replace(microsecond=0) - DEMO_HEAD_START,
+                    listening_at_start=1,  # the live feed moves in the first minute
                 )
             )
         )
         console.print(
             f"[dim]·[/dim] Spotify simulator on {simulator.url} "
             f"({DEMO_USERS} friends, {DEMO_HISTORY_DAYS} days of history, "
-            f"an hour every minute)"
+            f"then live in real time)"
         )
         if not settings.admin_users:
             # The self-hoster sets AUXCORD_ADMIN_USERS; in the demo the first friend is admin.
@@ -82,10 +82,11 @@ def run_demo(settings: Settings, console: Console) -> None:
         running.callback(stop.set)
         poller = _start_pollers(settings, stop)
         console.print("[dim]·[/dim] pollers publishing plays and now-playing changes to Kafka")
-        console.print("[dim]·[/dim] starting Spark streaming (10 to 20 s)")
-        spark = running.enter_context(_streaming(settings))
-        console.print("[dim]·[/dim] streaming Kafka → MongoDB listens/now_playing + GCS Parquet")
         _ensure_demo_group(settings, [user.user_id for user in linked])
+        console.print("[dim]·[/dim] starting Spark (10 to 20 s) to import each friend's history")
+        history = import_on_start(settings, simulator, [user.user_id for user in linked], console)
+        spark = running.enter_context(_streaming(settings, before_stream=history))
+        console.print("[dim]·[/dim] streaming Kafka → MongoDB listens/now_playing + GCS Parquet")
         threading.Thread(
             target=_aggregate_every, args=(settings, spark, stop), name="aggregates", daemon=True
         ).start()
@@ -133,11 +134,14 @@ def run_demo(settings: Settings, console: Console) -> None:
 
 
 @contextmanager
-def _streaming(settings: Settings) -> Iterator[SparkSession]:
+def _streaming(
+    settings: Settings, *, before_stream: Callable[[SparkSession], object]
+) -> Iterator[SparkSession]:
     from auxcord.spark import build_spark_session
     from streaming.job import QUERY_NAME, start_stream
 
     spark = build_spark_session(settings, QUERY_NAME)
+    before_stream(spark)  # the history import stores its plays on the same checkpoint first
     query, _ = start_stream(spark, settings)
     try:
         yield spark
