@@ -19,7 +19,7 @@ from typing import Any
 from auxcord.clients import mongo_database
 from auxcord.errors import AuxcordError
 from auxcord.names import Collection
-from auxcord.settings import Settings, get_settings, load_settings
+from auxcord.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,11 @@ def run_settings(context: Mapping[str, Any]) -> Settings:
     success records always go to the deployment's own ``pipeline_status``."""
     settings = get_settings()
     uri = _conf(context).get("mongodb_uri")
-    return settings if not uri else load_settings(**{**settings.model_dump(), "mongodb_uri": uri})
+    if not uri:
+        return settings
+    if not str(uri).startswith(("mongodb://", "mongodb+srv://")):
+        raise AuxcordError("conf: mongodb_uri must start with mongodb:// or mongodb+srv://")
+    return settings.model_copy(update={"mongodb_uri": str(uri)})
 
 
 def _conf(context: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -141,9 +141,8 @@ class AirflowClient:
 
     def runs(self, dag_id: str, limit: int = 50) -> list[DagRun]:
         """Up to ``limit`` runs of ``dag_id``, oldest due first."""
-        body = self._call(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "run_after"}
-        )
+        params = {"limit": limit, "order_by": "run_after"}
+        body = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns", params=params)
         return [DagRun.from_api(run) for run in body.get("dag_runs") or []]
 
     def run(self, dag_id: str, run_id: str) -> DagRun:
@@ -163,9 +162,8 @@ class AirflowClient:
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> DagRun:
         """Start a manual run now (no logical date: the run says what it is for in ``conf``)."""
-        body = self._call(
-            "POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}}
-        )
+        request = {"logical_date": None, "conf": conf or {}}
+        body = self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=request)
         return DagRun.from_api(body)
 
     def backfill(self, dag_id: str, first: date, last: date) -> int:

@@ -1,20 +1,23 @@
 """``make demo``: every component built so far, on the local stack and a simulated friend group.
 
 Each component that lands adds its step here, so one command always shows the whole pipeline.
-Today: the local servers, the Spotify simulator, the web app, every simulated friend linked
-through the real sign-in flow, the pollers publishing their plays and now-playing changes to
-Kafka, the Spark streaming job storing them in MongoDB and GCS, the daily aggregates and
-recommendations of the demo group, and the dashboard (live feed, leaderboards, taste-match,
-recap, admin health) for every friend.
+Today: the local servers and Airflow, the Spotify simulator, the web app, every simulated
+friend linked through the real sign-in flow, the pollers publishing their plays and
+now-playing changes to Kafka, the Spark streaming job storing them in MongoDB and GCS, the
+daily aggregates and recommendations of the demo group as Airflow DAG runs (the demo asks
+Airflow's REST API for a run every two minutes; the scheduler runs it, then the
+recommendations on the aggregates' asset), and the dashboard (live feed, leaderboards,
+taste-match, recap, admin health with Airflow's last runs) for every friend.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -28,14 +31,18 @@ from devtools.stack import LocalStack
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+log = logging.getLogger(__name__)
 DEMO_USERS = 5
 """One development-mode Spotify app admits five users."""
 DEMO_HISTORY_DAYS = 90
 """Months of each friend's history, imported from their simulated Spotify export at start."""
 DEMO_GROUP = "demo-friends"
 AGGREGATE_EVERY_S = 120
+"""How often the demo asks Airflow for an ``auxcord_daily`` run: the nightly schedule at demo
+speed."""
 FIRST_AGGREGATE_AFTER_S = 30
 """Long enough for the pollers and the stream to store the friends' recent history."""
+BATCH_DAGS = ("auxcord_daily", "auxcord_recommendations")
 DEMO_SPEED = 1.0
 """Live listening in real time from now, after the imported history: the dashboard shows today."""
 
@@ -85,14 +92,14 @@ def run_demo(settings: Settings, console: Console) -> None:
         _ensure_demo_group(settings, [user.user_id for user in linked])
         console.print("[dim]·[/dim] starting Spark (10 to 20 s) to import each friend's history")
         history = import_on_start(settings, simulator, [user.user_id for user in linked], console)
-        spark = running.enter_context(_streaming(settings, before_stream=history))
+        running.enter_context(_streaming(settings, before_stream=history))
         console.print("[dim]·[/dim] streaming Kafka → MongoDB listens/now_playing + GCS Parquet")
         threading.Thread(
-            target=_aggregate_every, args=(settings, spark, stop), name="aggregates", daemon=True
+            target=_trigger_batch_runs, args=(settings, stop), name="airflow-runs", daemon=True
         ).start()
         console.print(
-            f"[dim]·[/dim] daily aggregates and recommendations for group {DEMO_GROUP!r} every "
-            f"{AGGREGATE_EVERY_S // 60} minutes (then try `auxcord sql` on group_daily)"
+            f"[dim]·[/dim] Airflow runs the daily aggregates of group {DEMO_GROUP!r} every "
+            f"{AGGREGATE_EVERY_S // 60} minutes, then its recommendations"
         )
 
         table = Table(title="auxcord demo: what runs where")
@@ -116,9 +123,21 @@ def run_demo(settings: Settings, console: Console) -> None:
             f"listens and now_playing in MongoDB, raw/listens/ in bucket {settings.gcs_bucket}, "
             f"checkpoint {settings.stream_checkpoint}",
         )
+        table.add_row(
+            "Airflow (UI, REST API)",
+            f"{settings.airflow_url}/  login {settings.airflow_username} / "
+            f"{settings.airflow_password_value()}",
+        )
         table.add_row("Linked friends", ", ".join(user.display_name for user in linked))
         table.add_row("Admin (health page)", ", ".join(settings.admin_users))
         console.print(table)
+        week_ago = datetime.now(UTC).date() - timedelta(days=7)
+        console.print(
+            f"Watch the batch runs in Airflow at {settings.airflow_url}/dags/auxcord_daily, and "
+            "try a backfill of last week, one day per run:\n  [bold]auxcord airflow backfill "
+            f"create --dag-id auxcord_daily --from-date {week_ago} --to-date "
+            f"{week_ago + timedelta(days=6)} --max-active-runs 1[/bold]"
+        )
         console.print(
             f"Open {dashboard}/, press [bold]Sign in with Spotify[/bold] and pick any friend on "
             f"the simulator's page: group {DEMO_GROUP!r} shows who is listening now (live), "
@@ -162,35 +181,47 @@ def _ensure_demo_group(settings: Settings, members: list[str]) -> None:
     )
 
 
-def _aggregate_every(settings: Settings, spark: SparkSession, stop: threading.Event) -> None:
-    """Aggregate every day that has listens, then recommend, now and then: the nightly DAGs'
-    work, sped up to the simulator's pace."""
-    import logging
-
-    from analytics.aggregate import aggregate_days
-    from analytics.recommend.runner import run_recommendations
+def _trigger_batch_runs(settings: Settings, stop: threading.Event) -> None:
+    """The nightly schedule at demo speed: unpause the batch DAGs, then every two minutes ask
+    Airflow (REST API) for an ``auxcord_daily`` run over the days that have listens; the first
+    covers the whole history, the later ones the days live listening still changes. Airflow's
+    scheduler runs each, then the recommendations. A run or a call that fails is logged and
+    the next one is asked for all the same."""
+    from api.airflow import FINISHED, AirflowClient
     from auxcord.clients import mongo_database
-    from auxcord.errors import AuxcordError
     from auxcord.names import Collection
 
     listens = mongo_database(settings)[Collection.LISTENS]
+    history_run: str | None = None
+    """The run over the whole history; asked for again until one succeeds."""
     wait = FIRST_AGGREGATE_AFTER_S
-    while not stop.wait(wait):
-        wait = AGGREGATE_EVERY_S
-        oldest = listens.find_one({}, sort=[("played_at", 1)])
-        newest = listens.find_one({}, sort=[("played_at", -1)])
-        if oldest is None or newest is None:
-            continue
-        try:
-            aggregate_days(
-                settings,
-                oldest["played_at"].date() - timedelta(days=1),
-                newest["played_at"].date() + timedelta(days=1),
-                spark=spark,
-            )
-            run_recommendations(settings, spark=spark)
-        except AuxcordError as exc:
-            logging.getLogger(__name__).warning("demo aggregates: %s", exc)
+    with AirflowClient(settings, timeout_s=30) as airflow:
+        while not stop.wait(wait):
+            wait = AGGREGATE_EVERY_S
+            try:
+                for dag_id in BATCH_DAGS:
+                    airflow.set_paused(dag_id, False)
+                previous = airflow.last_run("auxcord_daily")
+                if previous is not None and previous.state not in FINISHED:
+                    continue  # one at a time: a long first run is not queued behind
+                oldest = listens.find_one({}, sort=[("played_at", 1)])
+                newest = listens.find_one({}, sort=[("played_at", -1)])
+                if oldest is None or newest is None:
+                    continue
+                if history_run and airflow.run("auxcord_daily", history_run).state == "failed":
+                    history_run = None
+                # Local days reach a day either side of the UTC ones.
+                last = newest["played_at"].date() + timedelta(days=1)
+                first = last - timedelta(days=2)
+                if history_run is None:
+                    first = oldest["played_at"].date() - timedelta(days=1)
+                run = airflow.trigger(
+                    "auxcord_daily", {"first": first.isoformat(), "last": last.isoformat()}
+                )
+                history_run = history_run or run.run_id
+                log.info("demo: asked Airflow for run %s (%s to %s)", run.run_id, first, last)
+            except Exception as exc:  # whatever went wrong, the next round asks again
+                log.warning("demo: Airflow run not started: %s", exc)
 
 
 def _start_pollers(settings: Settings, stop: threading.Event) -> threading.Thread:

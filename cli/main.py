@@ -130,6 +130,25 @@ def stack_status(data_dir: DataDirOption = None) -> None:
         raise typer.Exit(1)
 
 
+@app.command(
+    "airflow",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def airflow_cli(context: typer.Context) -> None:
+    """Airflow's own CLI on the local stack's Airflow (its home, database, DAGs and the
+    AUXCORD_* settings), e.g. `auxcord airflow backfill create --dag-id auxcord_daily
+    --from-date 2026-11-01 --to-date 2026-11-07 --max-active-runs 1`."""
+    import subprocess
+
+    from devtools import airflow
+
+    settings = get_settings()
+    command = [str(airflow.airflow_executable()), *context.args]
+    environment = {**os.environ, **airflow.environment(settings)}
+    raise typer.Exit(subprocess.run(command, env=environment, check=False).returncode)
+
+
 @app.command("provision")
 def provision() -> None:
     """Create Kafka topics, the GCS bucket and MongoDB indexes on the configured servers.
