@@ -131,7 +131,12 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, messa
     """Answer ``status`` and close the connection, so the rest of the body is never read."""
     log.warning(
         "request body refused",
-        extra={"status": status, "path": scope["path"], "method": scope["method"]},
+        extra={
+            "status": status,
+            "path": scope["path"],
+            "method": scope["method"],
+            "user_id": scope.get("session", {}).get("user_id"),
+        },
     )
     response = PlainTextResponse(message, status_code=status, headers={"connection": "close"})
     await response(scope, receive, send)

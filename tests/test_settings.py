@@ -98,6 +98,14 @@ def test_a_weak_secret_is_refused_in_every_mode(
         load_settings()
 
 
+def test_the_spark_secret_follows_the_same_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUXCORD_SPARK_AUTH_SECRET", "")
+    assert load_settings().spark_auth_secret is None
+    monkeypatch.setenv("AUXCORD_SPARK_AUTH_SECRET", "spark")
+    with pytest.raises(ConfigError, match=r"^AUXCORD_SPARK_AUTH_SECRET: .*32\+ characters"):
+        load_settings()
+
+
 def test_a_long_random_secret_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     key = secrets.token_urlsafe(32)
     monkeypatch.setenv("AUXCORD_SECRET_KEY", key)
