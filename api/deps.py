@@ -4,11 +4,18 @@ Authorisation lives here, once: every route with a ``group_id`` takes :data:`Mem
 answers 404 unless the signed-in user belongs to that group, whether the group exists or not.
 Anonymous visitors of a page are sent to sign in first (and brought back afterwards); anonymous
 API clients get the same 404 as strangers.
+
+A session is signed in while it is younger than :data:`SESSION_LIFETIME` and carries the
+account's current ``session_version``: "sign out everywhere" increments the version, so a copied
+cookie stops working without the browser's help.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Annotated, Any
 
 from cachetools import TTLCache
@@ -20,6 +27,11 @@ from auxcord.groups import Group, GroupStore
 from auxcord.settings import Settings
 
 NOT_FOUND = "Not found. If a friend sent you here, ask them for an invitation link."
+
+SESSION_LIFETIME = timedelta(days=30)
+"""How long a sign-in lasts, however often it is used (the cookie itself also lapses after two
+weeks unused)."""
+SIGN_IN_FIELDS = ("user_id", "session_version", "signed_in_at")
 
 
 class SignInRequired(Exception):
@@ -48,24 +60,65 @@ def get_groups(request: Request) -> GroupStore:
     return GroupStore(request.app.state.database)
 
 
+def signed_in_session(
+    user_id: str, session_version: int, now: float | None = None
+) -> dict[str, Any]:
+    """The session fields that sign ``user_id`` in at the account's ``session_version`` (the
+    sign-in callback sets them; benchmarks and tests make cookies with them)."""
+    return {
+        "user_id": user_id,
+        "session_version": session_version,
+        "signed_in_at": time.time() if now is None else now,
+    }
+
+
+def session_is_current(
+    session: Mapping[str, Any], account: LinkedAccount | None, now: float | None = None
+) -> bool:
+    """Whether ``session`` still signs ``account`` in: same version, not expired.
+
+    A session from before versions existed carries none and is refused: such a cookie may be
+    exactly the stolen one this check is for.
+    """
+    signed_in_at = session.get("signed_in_at")
+    if account is None or not isinstance(signed_in_at, int | float):
+        return False
+    age = (time.time() if now is None else now) - signed_in_at
+    current = session.get("session_version") == account.session_version
+    return current and -60 <= age < SESSION_LIFETIME.total_seconds()
+
+
 _accounts_cache: TTLCache[tuple[str, str], LinkedAccount | None] = TTLCache(maxsize=4096, ttl=5)
 _accounts_lock = threading.Lock()
 
 
-def get_current_user(request: Request) -> LinkedAccount | None:
-    """The signed-in account, read at most every 5 s per user: every page needs it, and a
-    changed account (re-linked, needs_reauth) shows within seconds. Memberships are never
-    cached: :func:`member_group` reads them on every request."""
-    user_id = request.session.get("user_id")
-    if not user_id:
-        return None
-    key = (request.app.state.database.name, str(user_id))
-    with _accounts_lock:
-        if key in _accounts_cache:
-            return _accounts_cache[key]
+def read_account(request: Request, user_id: str, *, fresh: bool = False) -> LinkedAccount | None:
+    """The account of ``user_id``, read at most every 5 s unless ``fresh``: every page needs
+    it, and a changed account (re-linked, needs_reauth, signed out everywhere on another web
+    process) shows within seconds."""
+    key = (request.app.state.database.name, user_id)
+    if not fresh:
+        with _accounts_lock:
+            if key in _accounts_cache:
+                return _accounts_cache[key]
     account = get_accounts(request).get(user_id)
     with _accounts_lock:
         _accounts_cache[key] = account
+    return account
+
+
+def get_current_user(request: Request) -> LinkedAccount | None:
+    """The signed-in account, if the session is still current (see :func:`session_is_current`);
+    a stale session is signed out. Memberships are never cached: :func:`member_group` reads
+    them on every request."""
+    user_id = request.session.get("user_id")
+    if not user_id:
+        return None
+    account = read_account(request, str(user_id))
+    if not session_is_current(request.session, account):
+        for field in SIGN_IN_FIELDS:
+            request.session.pop(field, None)
+        return None
     return account
 
 
@@ -91,6 +144,16 @@ def member_group(
     if group is None:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
     return group
+
+
+def member_group_now(request: Request, group_id: str) -> Group | None:
+    """For a response that lasts (the live feed): the group, if this request's session still
+    signs in one of its members, read afresh from MongoDB, uncached. Blocking."""
+    user_id = str(request.session.get("user_id") or "")
+    account = read_account(request, user_id, fresh=True) if user_id else None
+    if not session_is_current(request.session, account):
+        return None
+    return get_groups(request).for_member(group_id, user_id)
 
 
 def require_admin(

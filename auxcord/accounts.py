@@ -5,7 +5,10 @@ so the encryption of tokens cannot be forgotten in one place. Documents look lik
 
     {_id: spotify user id, display_name, country, timezone, client_id,
      tokens: {access_token: <ciphertext>, refresh_token: <ciphertext>, expires_at, scope},
-     needs_reauth: bool, needs_reauth_reason, linked_at, updated_at}
+     needs_reauth: bool, needs_reauth_reason, linked_at, updated_at, session_version}
+
+``session_version`` is copied into each signed-in browser's session; "sign out everywhere"
+increments it, and every session carrying an older version stops working.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class LinkedAccount:
     timezone: str
     client_id: str
     needs_reauth: bool
+    session_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def _account(document: dict[str, Any]) -> LinkedAccount:
         timezone=document.get("timezone", "UTC"),
         client_id=document["client_id"],
         needs_reauth=bool(document.get("needs_reauth")),
+        session_version=int(document.get("session_version") or 0),
     )
 
 
@@ -183,6 +188,10 @@ class AccountStore:
                 }
             },
         )
+
+    def end_sessions(self, user_id: str) -> None:
+        """Sign ``user_id`` out of every browser: sessions carry the version they began with."""
+        self._users.update_one({"_id": user_id}, {"$inc": {"session_version": 1}})
 
     def set_timezone(self, user_id: str, timezone: str) -> None:
         self._users.update_one({"_id": user_id}, {"$set": {"timezone": valid_timezone(timezone)}})

@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx
 
+from api.deps import signed_in_session
 from api.security import session_cookie
 from auxcord.clients import mongo_database
 from auxcord.names import Collection
@@ -51,6 +52,8 @@ from devtools.stack import LocalStack, free_port, settings_on_free_ports
 
 GROUP = "bench-group"
 CONCURRENCY = 50
+FRESH_SESSIONS = 0
+"""The session version of a seeded account that never signed out everywhere."""
 
 
 def seed(settings: Settings, users: int, days: int) -> list[date]:
@@ -327,7 +330,9 @@ def measure_live_feed(base_settings: Settings, samples: int) -> None:
                         executable_path=chromium, args=CHROMIUM_ARGS
                     )
                     context = browser.new_context()
-                    cookie = session_cookie(settings.secret_key_value(), {"user_id": users[0]})
+                    cookie = session_cookie(
+                        settings.secret_key_value(), signed_in_session(users[0], FRESH_SESSIONS)
+                    )
                     context.add_cookies(
                         [
                             {
@@ -440,7 +445,9 @@ def main() -> None:
             try:
                 base = f"http://127.0.0.1:{settings.api_port}"
                 member = members_of(settings)[0]
-                cookie = session_cookie(settings.secret_key_value(), {"user_id": member})
+                cookie = session_cookie(
+                    settings.secret_key_value(), signed_in_session(member, FRESH_SESSIONS)
+                )
                 if shutil.which("wrk"):
                     pages = wrk_pages(base, cookie, days, args.seconds, 0, "leaderboard page")
                     # 50 connections, each pausing ~150 ms after a response: about 300 req/s.

@@ -104,6 +104,13 @@ function startLiveFeed(feed) {
   }
 
   const source = new EventSource(feed.dataset.live);
+  // The server ends the feed when this session no longer signs in a member (removed, signed
+  // out everywhere): stop, and show nothing more.
+  source.addEventListener("end", () => {
+    source.close();
+    items = [];
+    render();
+  });
   source.addEventListener("feed", (event) => {
     items = JSON.parse(event.data);
     render();

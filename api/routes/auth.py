@@ -1,4 +1,5 @@
-"""Sign in with Spotify (Authorization Code with PKCE), and sign out."""
+"""Sign in with Spotify (Authorization Code with PKCE), sign out (here or everywhere), and the
+account's own settings (its time zone)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ from fastapi.responses import RedirectResponse, Response
 from spotipy import SpotifyException
 from spotipy.oauth2 import SpotifyOauthError
 
-from api.deps import AccountsDep, DatabaseDep, SettingsDep
+from api.deps import (
+    SIGN_IN_FIELDS,
+    AccountsDep,
+    CurrentUser,
+    DatabaseDep,
+    SettingsDep,
+    read_account,
+    signed_in_session,
+)
 from api.oauth_states import OAuthStates
 from api.security import check_csrf, limit_auth, session_secret
 from api.templating import render
-from auxcord.accounts import AppsFull
+from auxcord.accounts import AppsFull, valid_timezone
 from auxcord.spotify import SCOPES, SpotifyError, api_client, exchange_code
 
 log = logging.getLogger(__name__)
@@ -49,7 +58,11 @@ def login(
     accounts: AccountsDep,
     tz: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    """Send the browser to Spotify's consent page, remembering how to finish."""
+    """Send the browser to Spotify's consent page, remembering how to finish.
+
+    ``tz`` (the browser's time zone) is only used if this sign-in creates the account: a page
+    elsewhere can send a signed-in browser here and Spotify re-approves silently, so an
+    existing account's zone changes only through the CSRF-protected form below."""
     app = accounts.choose_app(settings.spotify_apps)
     verifier, challenge = _pkce_pair()
     state = OAuthStates(database).begin(
@@ -109,15 +122,18 @@ def callback(
         accounts.check_room(pending.client_id, profile["id"])
     except AppsFull as exc:
         return _refused(request, str(exc), 503)
+    first_sign_in = accounts.get(profile["id"]) is None
     accounts.link(
         user_id=profile["id"],
         display_name=profile.get("display_name"),
         country=profile.get("country"),
-        timezone=pending.timezone,
+        timezone=pending.timezone if first_sign_in else None,
         client_id=pending.client_id,
         token_info=token_info,
     )
-    request.session["user_id"] = profile["id"]
+    account = read_account(request, profile["id"], fresh=True)
+    assert account is not None, "just linked"
+    request.session.update(signed_in_session(account.user_id, account.session_version))
     log.info("user linked", extra={"user_id": profile["id"], "client_id": pending.client_id})
     return RedirectResponse(_next_path(request.session.pop("next", None)), 303)
 
@@ -129,8 +145,48 @@ def _next_path(candidate: object) -> str:
     return "/"
 
 
+CsrfField = Annotated[str | None, Form()]
+
+
 @router.post("/logout")
-def logout(request: Request, csrf_token: Annotated[str | None, Form()] = None) -> Response:
+def logout(request: Request, csrf_token: CsrfField = None) -> Response:
+    """Sign this browser out."""
     check_csrf(request, csrf_token)
     request.session.clear()
     return RedirectResponse("/", 303)
+
+
+@router.post("/logout-everywhere")
+def logout_everywhere(
+    request: Request, user: CurrentUser, accounts: AccountsDep, csrf_token: CsrfField = None
+) -> Response:
+    """Sign the account out of every browser, open live feeds included (a lost phone, a
+    copied cookie): every session made before now carries an outdated version."""
+    check_csrf(request, csrf_token)
+    accounts.end_sessions(user.user_id)
+    read_account(request, user.user_id, fresh=True)  # this process knows at once
+    log.info("signed out everywhere", extra={"user_id": user.user_id})
+    for field in SIGN_IN_FIELDS:
+        request.session.pop(field, None)
+    request.session["flash"] = "You are signed out on every device."
+    return RedirectResponse("/", 303)
+
+
+@router.post("/timezone")
+def set_timezone(
+    request: Request, user: CurrentUser, accounts: AccountsDep,
+    timezone: Annotated[str, Form(max_length=64)] = "",
+    back: Annotated[str, Form(max_length=500)] = "/", csrf_token: CsrfField = None,
+) -> Response:  # fmt: skip
+    """Change the account's time zone (days are counted on the listener's own clock), then
+    go back to the page of the form."""
+    check_csrf(request, csrf_token)
+    back = _next_path(back)
+    if valid_timezone(timezone) != timezone:
+        request.session["flash"] = f"{timezone!r} is not a time zone auxcord knows."
+        return RedirectResponse(back, 303)
+    accounts.set_timezone(user.user_id, timezone)
+    read_account(request, user.user_id, fresh=True)
+    log.info("time zone changed", extra={"user_id": user.user_id, "timezone": timezone})
+    request.session["flash"] = f"Your time zone is now {timezone}. New days count in it."
+    return RedirectResponse(back, 303)

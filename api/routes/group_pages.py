@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 from cachetools import TTLCache
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -17,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 
 from analytics.periods import PERIOD_NAMES, Period, period_days, period_key
 from api import charts, reads
-from api.deps import NOT_FOUND, CurrentUser, DatabaseDep, MemberGroup
-from api.live import feed_events
+from api.deps import NOT_FOUND, CurrentUser, DatabaseDep, MemberGroup, member_group_now
+from api.live import ChangeSignal, feed_events
 from api.templating import render, templates
 from auxcord.accounts import LinkedAccount
 from auxcord.groups import Group
@@ -145,15 +146,31 @@ def more_listens(
 
 
 @router.get("/live")
-async def live_feed(request: Request, group: MemberGroup, database: DatabaseDep) -> Response:
-    """Server-Sent Events: the group's "listening now" feed, re-sent whenever it changes."""
+async def live_feed(
+    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep
+) -> Response:
+    """Server-Sent Events: the group's "listening now" feed, re-sent whenever it changes, for
+    as long as the session still signs in a member (see :mod:`api.live`)."""
+    signal: ChangeSignal = request.app.state.now_playing_signal
+    address = request.client.host if request.client else "unknown"
+    subscription = signal.subscribe(user=user.user_id, address=address)
+    if subscription is None:
+        raise HTTPException(
+            status_code=429,
+            detail="Too many live feeds open. Close some tabs and reload.",
+            headers={"Retry-After": "30"},
+        )
 
-    async def read() -> list[dict[str, Any]]:
-        feed = await run_in_threadpool(reads.now_playing, database, group)
+    async def authorise() -> Group | None:
+        found: Group | None = await run_in_threadpool(member_group_now, request, group.group_id)
+        return found
+
+    async def read(current: Group) -> list[dict[str, Any]]:
+        feed: list[dict[str, Any]] = await run_in_threadpool(reads.now_playing, database, current)
         return feed
 
     return StreamingResponse(
-        feed_events(request.app.state.now_playing_signal, read, request.is_disconnected),
+        feed_events(subscription, authorise, read, request.is_disconnected),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -211,6 +228,12 @@ def _leaderboard_context(
     }
 
 
+@cache
+def time_zones() -> list[str]:
+    """The IANA zones a listener can pick on their own profile."""
+    return sorted(available_timezones())
+
+
 @router.get("/members/{member_id}")
 def member_profile(
     request: Request, member_id: str, user: CurrentUser, group: MemberGroup,
@@ -241,6 +264,7 @@ def member_profile(
             "label_every": max(1, len(bars) // 5),
             "hours": [(hour, n, charts.intensity(n, top_hour)) for hour, n in enumerate(hours)],
             "nav": _nav(group, f"members/{member_id}", period, day),
+            "time_zones": time_zones() if member_id == user.user_id else [],
         },
     )
 

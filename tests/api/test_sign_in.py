@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -9,10 +10,16 @@ import httpx
 import pytest
 
 from api.app import check_redirect_uri
+from api.deps import SESSION_LIFETIME, session_is_current, signed_in_session
+from api.security import session_cookie
+from auxcord.accounts import AccountStore, LinkedAccount
 from auxcord.clients import mongo_database
 from auxcord.errors import AuxcordError, ConfigError
+from auxcord.groups import GroupStore
+from auxcord.tokens import TokenCipher
 from cli.webserver import serve_in_thread
 from devtools.linking import link_one, link_simulated_users, simulated_users
+from tests.api.world import csrf_of, stream_rest
 from tests.conftest import LinkWorld, free_port
 
 
@@ -175,3 +182,119 @@ def test_redirect_uri_must_be_https_off_loopback(uri: str, https: bool) -> None:
 def test_plain_http_redirect_uri_off_loopback_is_refused() -> None:
     with pytest.raises(ConfigError, match="AUXCORD_SPOTIFY_REDIRECT_URI"):
         check_redirect_uri("http://aux.example.org/auth/callback")
+
+
+def _sign_in(world: LinkWorld, browser: httpx.Client, user_id: str) -> None:
+    assert browser.get(_start(world, browser, user_id)).status_code == 303
+
+
+def _signed_in(world: LinkWorld, browser: httpx.Client) -> bool:
+    return browser.get(f"{world.base}/api/v1/me").status_code == 200
+
+
+def test_the_time_zone_is_taken_on_the_first_sign_in_only(link_world: LinkWorld) -> None:
+    """A page elsewhere can send a signed-in browser to /auth/login?tz=…, and Spotify approves
+    again without asking: that must not change the account's zone."""
+    user = simulated_users(link_world.settings)[0]
+    assert user["timezone"] != "Pacific/Kiritimati"
+    link_one(link_world.base, user)
+    link_one(link_world.base, {**user, "timezone": "Pacific/Kiritimati"})
+    (stored,) = _users(link_world)
+    assert stored["timezone"] == user["timezone"]
+
+
+def test_the_time_zone_changes_through_the_profile_form_only(link_world: LinkWorld) -> None:
+    user_id = link_world.sim.user_ids[0]
+    users = mongo_database(link_world.settings)["users"]
+    with httpx.Client(base_url=link_world.base, follow_redirects=False) as browser:
+        _sign_in(link_world, browser, user_id)
+        before = users.find_one({"_id": user_id})["timezone"]  # type: ignore[index]
+        group = GroupStore(mongo_database(link_world.settings)).create("Zones", user_id)
+        profile = f"/groups/{group.group_id}/members/{user_id}"
+        page = browser.get(profile).text
+        assert 'id="timezone-form"' in page and f"<option selected>{before}</option>" in page
+        token = csrf_of(page)
+
+        forged = browser.post("/auth/timezone", data={"timezone": "Pacific/Kiritimati"})
+        assert forged.status_code == 400, "no CSRF token, no change"
+        unknown = browser.post(
+            "/auth/timezone", data={"timezone": "Mars/Olympus", "csrf_token": token}
+        )
+        assert unknown.status_code == 303
+        assert "not a time zone" in browser.get("/").text
+        assert users.find_one({"_id": user_id})["timezone"] == before  # type: ignore[index]
+
+        changed = browser.post(
+            "/auth/timezone",
+            data={"timezone": "Pacific/Kiritimati", "csrf_token": token, "back": profile},
+        )
+        assert changed.status_code == 303 and changed.headers["location"] == profile
+        assert users.find_one({"_id": user_id})["timezone"] == "Pacific/Kiritimati"  # type: ignore[index]
+        assert browser.get("/api/v1/me").json()["timezone"] == "Pacific/Kiritimati"
+        elsewhere = browser.post(
+            "/auth/timezone",
+            data={"timezone": "UTC", "csrf_token": token, "back": "//evil.example/"},
+        )
+        assert elsewhere.headers["location"] == "/", "back only to a page of this site"
+
+
+def test_sign_out_everywhere_ends_every_session_and_open_feed(link_world: LinkWorld) -> None:
+    user_id = link_world.sim.user_ids[1]
+    with (
+        httpx.Client(base_url=link_world.base, follow_redirects=False, timeout=20) as phone,
+        httpx.Client(base_url=link_world.base, follow_redirects=False) as laptop,
+    ):
+        _sign_in(link_world, phone, user_id)
+        _sign_in(link_world, laptop, user_id)
+        copied = phone.cookies["auxcord_session"]
+        group = GroupStore(mongo_database(link_world.settings)).create("Devices", user_id)
+        with phone.stream("GET", f"/groups/{group.group_id}/live") as feed:
+            lines = feed.iter_lines()
+            assert next(lines) == "event: feed"
+            page = laptop.get("/").text
+            assert "Sign out everywhere" in page
+            assert laptop.post("/auth/logout-everywhere", data={}).status_code == 400, "CSRF"
+            out = laptop.post("/auth/logout-everywhere", data={"csrf_token": csrf_of(page)})
+            assert out.status_code == 303
+            assert stream_rest(lines, most=3)[-1] == "event: end"
+        assert not _signed_in(link_world, phone) and not _signed_in(link_world, laptop)
+        with httpx.Client(base_url=link_world.base, cookies={"auxcord_session": copied}) as thief:
+            assert not _signed_in(link_world, thief), "a copy of the cookie is as dead"
+        _sign_in(link_world, phone, user_id)
+        assert _signed_in(link_world, phone), "signing in again works"
+
+
+def test_sessions_expire_and_unversioned_sessions_are_refused(link_world: LinkWorld) -> None:
+    user = simulated_users(link_world.settings)[2]
+    link_one(link_world.base, user)
+    account = AccountStore(
+        mongo_database(link_world.settings), TokenCipher(link_world.settings.secret_key_value())
+    ).get(user["user_id"])
+    assert account is not None
+    secret = link_world.settings.secret_key_value()
+    now = time.time()
+    sessions = {
+        "current": signed_in_session(account.user_id, account.session_version, now),
+        "expired": signed_in_session(
+            account.user_id, account.session_version, now - SESSION_LIFETIME.total_seconds() - 1
+        ),
+        "from before versions": {"user_id": account.user_id},
+        "older version": signed_in_session(account.user_id, account.session_version - 1, now),
+    }
+    for name, session in sessions.items():
+        cookie = session_cookie(secret, session)
+        with httpx.Client(base_url=link_world.base, cookies={"auxcord_session": cookie}) as b:
+            assert _signed_in(link_world, b) is (name == "current"), name
+
+
+@pytest.mark.parametrize(
+    ("age_s", "version", "current"),
+    [(0, 3, True), (SESSION_LIFETIME.total_seconds() - 1, 3, True),
+     (SESSION_LIFETIME.total_seconds(), 3, False), (0, 2, False), (-3600, 3, False)],
+)  # fmt: skip
+def test_a_session_is_current_while_young_and_of_the_current_version(
+    age_s: float, version: int, current: bool
+) -> None:
+    account = LinkedAccount("u", "U", None, "UTC", "app", False, session_version=3)
+    session = {"user_id": "u", "session_version": version, "signed_in_at": 1_000_000.0}
+    assert session_is_current(session, account, now=1_000_000.0 + age_s) is current

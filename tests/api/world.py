@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from analytics.aggregate import aggregate_days
+from api.deps import signed_in_session
 from api.security import session_cookie as signed_session
 from auxcord.accounts import AccountStore
 from auxcord.clients import mongo_database
@@ -95,6 +96,14 @@ def seed_world(settings: Settings, spark: SparkSession) -> None:
 
 
 def session_cookie(settings: Settings, session: dict[str, Any]) -> str:
+    """The cookie of a browser with ``session``; one naming a ``user_id`` is signed in the way
+    the sign-in callback does it (now, at the account's current session version)."""
+    if "user_id" in session and "signed_in_at" not in session:
+        account = AccountStore(
+            mongo_database(settings), TokenCipher(settings.secret_key_value())
+        ).get(session["user_id"])
+        if account is not None:
+            session = {**session, **signed_in_session(account.user_id, account.session_version)}
     return signed_session(settings.secret_key_value(), session)
 
 
@@ -113,3 +122,20 @@ def csrf_of(page: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert found, "the page has a form with a CSRF token"
     return found.group(1)
+
+
+def stream_rest(lines: Iterator[str], most: int) -> list[str]:
+    """A live feed's next messages (``event: feed``, ``event: end``, ``: keepalive``) until the
+    server ends it; fails if it sends more than ``most`` without ending. The feed re-checks its
+    session and membership before each message, so a count bounds the wait, not a clock."""
+    messages: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        if line:
+            current.append(line)
+            continue
+        if current:
+            messages.append(current[0])
+            current = []
+            assert len(messages) <= most, f"the feed goes on: {messages}"
+    return messages
