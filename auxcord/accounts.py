@@ -153,11 +153,19 @@ class AccountStore:
             "scope": token_info.get("scope", ""),
         }
 
-    def save_tokens(self, user_id: str, token_info: dict[str, Any]) -> None:
-        """Store refreshed tokens (``token_info`` must carry the refresh token to keep)."""
+    def save_tokens(self, user_id: str, token_info: dict[str, Any]) -> TokenSet:
+        """Store refreshed tokens (``token_info`` must carry the refresh token to keep); returns
+        them as stored, for a caller that caches them (write-through)."""
+        encrypted = self._encrypted(token_info)
         self._users.update_one(
             {"_id": user_id},
-            {"$set": {"tokens": self._encrypted(token_info), "updated_at": datetime.now(UTC)}},
+            {"$set": {"tokens": encrypted, "updated_at": datetime.now(UTC)}},
+        )
+        return TokenSet(
+            access_token=token_info["access_token"],
+            refresh_token=token_info["refresh_token"],
+            expires_at=encrypted["expires_at"],
+            scope=encrypted["scope"],
         )
 
     def get(self, user_id: str) -> LinkedAccount | None:
