@@ -6,6 +6,9 @@ one that does not exist.
 
 Invitations are links. The link carries a random token; MongoDB keeps only its SHA-256, so a
 database dump cannot be turned into working invitations, and a TTL index removes expired ones.
+A link works for anyone who has it, so removing a member, or a member leaving, revokes every
+open invitation of the group: whoever kept a link cannot use it to come back. Members see the
+open links on the members page; the owner (and each link's creator) can revoke them.
 """
 
 from __future__ import annotations
@@ -53,6 +56,21 @@ class Invite:
     token: str
     group_id: str
     expires_at: datetime
+
+
+@dataclass(frozen=True)
+class OpenInvite:
+    """An invitation that still works, as members see it: never its token."""
+
+    invite_id: str
+    created_by: str
+    created_at: datetime | None
+    expires_at: datetime
+
+
+def _aware(moment: datetime) -> datetime:
+    """pymongo returns naive UTC datetimes."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _token_hash(token: str) -> str:
@@ -111,28 +129,56 @@ class GroupStore:
         if by not in group.members:
             raise GroupError("Only members can invite to a group.")
         token = secrets.token_urlsafe(24)
-        expires_at = (now or datetime.now(UTC)) + INVITE_LIFETIME
+        created_at = now or datetime.now(UTC)
+        expires_at = created_at + INVITE_LIFETIME
         self.invites.insert_one(
             {
                 "_id": _token_hash(token),
                 "group_id": group.group_id,
                 "created_by": by,
+                "created_at": created_at,
                 "expires_at": expires_at,
             }
         )
         return Invite(token=token, group_id=group.group_id, expires_at=expires_at)
 
     def invited_group(self, token: str, now: datetime | None = None) -> Group | None:
-        """The group an invitation token leads to, while it is valid."""
+        """The group an invitation token leads to, while it is valid: not expired, and made by
+        someone who is still a member (a link made by a member being removed, in the moment
+        of the removal, dies with their membership)."""
         invite = self.invites.find_one({"_id": _token_hash(token)})
-        if invite is None:
+        if invite is None or _aware(invite["expires_at"]) <= (now or datetime.now(UTC)):
             return None
-        expires_at: datetime = invite["expires_at"]
-        if expires_at.tzinfo is None:
-            expires_at = expires_at.replace(tzinfo=UTC)
-        if expires_at <= (now or datetime.now(UTC)):
+        group = self.get(str(invite["group_id"]))
+        if group is None or invite.get("created_by") not in group.members:
             return None
-        return self.get(str(invite["group_id"]))
+        return group
+
+    def open_invites(self, group: Group, now: datetime | None = None) -> list[OpenInvite]:
+        """The group's invitations that still work, newest first."""
+        found = self.invites.find(
+            {"group_id": group.group_id, "expires_at": {"$gt": now or datetime.now(UTC)}}
+        ).sort("expires_at", -1)
+        return [
+            OpenInvite(
+                invite_id=str(invite["_id"]),
+                created_by=str(invite.get("created_by") or ""),
+                created_at=_aware(invite["created_at"]) if invite.get("created_at") else None,
+                expires_at=_aware(invite["expires_at"]),
+            )
+            for invite in found
+        ]
+
+    def revoke_invite(self, group: Group, by: str, invite_id: str) -> None:
+        """Revoke one invitation of ``group``: its owner may revoke any, a member their own."""
+        query: dict[str, Any] = {"_id": invite_id, "group_id": group.group_id}
+        if by != group.owner:
+            query["created_by"] = by
+        if self.invites.delete_one(query).deleted_count == 0:
+            raise GroupError("That invitation is already gone, or not yours to revoke.")
+
+    def _revoke_all_invites(self, group: Group) -> None:
+        self.invites.delete_many({"group_id": group.group_id})
 
     def join(self, token: str, user_id: str, now: datetime | None = None) -> Group:
         group = self.invited_group(token, now)
@@ -153,16 +199,16 @@ class GroupStore:
 
     def leave(self, group: Group, user_id: str) -> None:
         """Leave ``group``. An owner who leaves hands the group to the longest-standing member;
-        the last member to leave deletes it."""
+        the last member to leave deletes it. Either way the group's open invitations go."""
         remaining = [member for member in group.members if member != user_id]
         if not remaining:
             self.groups.delete_one({"_id": group.group_id})
-            self.invites.delete_many({"group_id": group.group_id})
-            return
-        owner = group.owner if group.owner != user_id else remaining[0]
-        self.groups.update_one(
-            {"_id": group.group_id}, {"$pull": {"members": user_id}, "$set": {"owner": owner}}
-        )
+        else:
+            owner = group.owner if group.owner != user_id else remaining[0]
+            self.groups.update_one(
+                {"_id": group.group_id}, {"$pull": {"members": user_id}, "$set": {"owner": owner}}
+            )
+        self._revoke_all_invites(group)
 
     def remove_member(self, group: Group, by: str, member: str) -> None:
         if by != group.owner:
@@ -172,3 +218,4 @@ class GroupStore:
         if member not in group.members:
             raise GroupError("That person is not in this group.")
         self.groups.update_one({"_id": group.group_id}, {"$pull": {"members": member}})
+        self._revoke_all_invites(group)

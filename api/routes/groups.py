@@ -1,4 +1,5 @@
-"""Making and managing groups: create, invite by link, join, leave, remove a member.
+"""Making and managing groups: create, invite by link (and revoke links), join, leave, remove
+a member.
 
 Every form posts a CSRF token. Actions on a group take :data:`~api.deps.MemberGroup`, so a
 stranger's request fails as a 404 before anything is read or changed.
@@ -7,6 +8,7 @@ stranger's request fails as a 404 before anything is read or changed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -15,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from api.deps import CurrentUser, GroupsDep, MemberGroup
 from api.security import check_csrf
 from api.templating import render
-from auxcord.groups import GroupError
+from auxcord.groups import Group, GroupError
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["groups"])
@@ -27,6 +29,21 @@ def _back(path: str, message: str | None = None, request: Request | None = None)
     if message and request is not None:
         request.session["flash"] = message
     return RedirectResponse(path, 303)
+
+
+def _members_action(
+    request: Request, group: Group, action: Callable[[], None], done: str, event: str,
+    **ids: str,
+) -> Response:  # fmt: skip
+    """Do an action of the members page (remove a member, revoke a link), and go back to it
+    saying what happened, or why not."""
+    members = f"/groups/{group.group_id}/members"
+    try:
+        action()
+    except GroupError as exc:
+        return _back(members, str(exc), request)
+    log.info(event, extra={"group_id": group.group_id, **ids})
+    return _back(members, done, request)
 
 
 @router.post("/groups")
@@ -49,7 +66,9 @@ def create_group(
 
 
 @router.get("/groups/{group_id}/members")
-def members_page(request: Request, user: CurrentUser, group: MemberGroup) -> Response:
+def members_page(
+    request: Request, user: CurrentUser, group: MemberGroup, groups: GroupsDep
+) -> Response:
     from api.reads import people
 
     invite = request.session.pop("invite_link", None)
@@ -61,6 +80,7 @@ def members_page(request: Request, user: CurrentUser, group: MemberGroup) -> Res
             "people": people(request.app.state.database, group.members),
             "is_owner": group.owner == user.user_id,
             "invite_link": invite if invite and invite[0] == group.group_id else None,
+            "open_invites": groups.open_invites(group),
         },
     )
 
@@ -78,6 +98,18 @@ def create_invite(
     return _back(f"/groups/{group.group_id}/members")
 
 
+@router.post("/groups/{group_id}/invites/{invite_id}/revoke")
+def revoke_invite(
+    request: Request, invite_id: str, user: CurrentUser, group: MemberGroup, groups: GroupsDep,
+    csrf_token: CsrfField = None,
+) -> Response:  # fmt: skip
+    check_csrf(request, csrf_token)
+    return _members_action(
+        request, group, lambda: groups.revoke_invite(group, user.user_id, invite_id),
+        "Invitation revoked.", "invitation revoked", user_id=user.user_id,
+    )  # fmt: skip
+
+
 @router.post("/groups/{group_id}/leave")
 def leave_group(
     request: Request, user: CurrentUser, group: MemberGroup, groups: GroupsDep,
@@ -85,6 +117,7 @@ def leave_group(
 ) -> Response:  # fmt: skip
     check_csrf(request, csrf_token)
     groups.leave(group, user.user_id)
+    log.info("group left", extra={"user_id": user.user_id, "group_id": group.group_id})
     return _back("/", f"You left {group.name}.", request)
 
 
@@ -94,11 +127,11 @@ def remove_member(
     csrf_token: CsrfField = None,
 ) -> Response:  # fmt: skip
     check_csrf(request, csrf_token)
-    try:
-        groups.remove_member(group, user.user_id, member_id)
-    except GroupError as exc:
-        return _back(f"/groups/{group.group_id}/members", str(exc), request)
-    return _back(f"/groups/{group.group_id}/members", "Removed.", request)
+    return _members_action(
+        request, group, lambda: groups.remove_member(group, user.user_id, member_id),
+        "Removed. Every open invitation link was revoked with it; create a new one to invite.",
+        "member removed", user_id=user.user_id, member_id=member_id,
+    )  # fmt: skip
 
 
 @router.get("/join/{token}", name="join_page")

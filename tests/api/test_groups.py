@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -92,3 +95,52 @@ def test_an_owner_who_leaves_hands_the_group_on(world: World) -> None:
     store.leave(after, "ana")
     store.leave(store.get(group.group_id), "dee")  # type: ignore[arg-type]
     assert store.get(group.group_id) is None
+
+
+def _open_invite_ids(page: str) -> list[str]:
+    """The revoke buttons' invitation ids on a members page."""
+    return re.findall(r"/invites/([0-9a-f]{64})/revoke", page)
+
+
+def test_removal_and_leaving_revoke_open_invitations_and_owners_revoke_links(
+    world: World,
+) -> None:
+    store = GroupStore(mongo_database(world.settings))
+    group = store.create("Revocable", "dee")
+    base = f"/groups/{group.group_id}"
+    kept = store.invite(group, "dee").token  # the link ana joins with, and keeps
+    spare = store.invite(group, "dee").token
+    joined = store.join(kept, "ana")
+    anas_own = store.invite(joined, "ana").token
+    form = {"csrf_token": "test-csrf-token"}
+    try:
+        with browser(world, "dee") as dee, browser(world, "ana") as ana:
+            assert len(_open_invite_ids(dee.get(f"{base}/members").text)) == 3, "all listed"
+            assert _open_invite_ids(ana.get(f"{base}/members").text) == [
+                hashlib.sha256(anas_own.encode()).hexdigest()
+            ], "a member may revoke only their own links"
+
+            # A member cannot revoke the owner's link; the owner revokes any.
+            spare_id = hashlib.sha256(spare.encode()).hexdigest()
+            ana.post(f"{base}/invites/{spare_id}/revoke", data=form)
+            assert store.invited_group(spare) is not None
+            dee.post(f"{base}/invites/{spare_id}/revoke", data=form)
+            assert store.invited_group(spare) is None
+
+            # Removing ana revokes the rest: hers, and the one she joined with and kept.
+            dee.post(f"{base}/members/ana/remove", data=form)
+            assert store.invited_group(kept) is None and store.invited_group(anas_own) is None
+            back = ana.post(f"/join/{kept}", data=form)
+            assert back.status_code == 400, "a removed member cannot come back by a kept link"
+            assert store.get(group.group_id) == replace(group, members=("dee",))
+
+            # Leaving does the same: the link ben joined with dies when he leaves.
+            fresh = store.invite(group, "dee").token
+            store.leave(store.join(fresh, "ben"), "ben")
+            assert store.invited_group(fresh) is None
+            assert _open_invite_ids(dee.get(f"{base}/members").text) == []
+    finally:
+        for member in ("ben", "ana", "dee"):
+            current = store.get(group.group_id)
+            if current is not None and member in current.members:
+                store.leave(current, member)
