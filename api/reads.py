@@ -149,11 +149,41 @@ def recent_listens(
     return page
 
 
+PERSON_FIELDS = frozenset({"user_id", "user_a", "user_b"})
+"""Where group documents (leaderboards, same songs, taste-match, recaps) name a person."""
+
+
+def without_former_members(value: Any, members: frozenset[str]) -> Any:
+    """``value`` with every person who is no longer a member made anonymous: their id becomes
+    ``None``, which pages show as "a former member". Their figures stay, so totals still add
+    up; who they were does not. Stored documents were computed when they were members."""
+    if isinstance(value, dict):
+        return {
+            key: (
+                None
+                if key in PERSON_FIELDS and isinstance(item, str) and item not in members
+                else without_former_members(item, members)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [without_former_members(item, members) for item in value]
+    return value
+
+
+def _group_document(
+    database: Db, collection: Collection, group: Group, key: str
+) -> dict[str, Any] | None:
+    found = database[collection].find_one({"_id": f"{group.group_id}:{key}"})
+    return None if found is None else without_former_members(found, frozenset(group.members))
+
+
 def group_stats(database: Db, group: Group, period: Period, day: date) -> dict[str, Any] | None:
-    """The group's document for the day, or for the week, month, year or all-time holding it."""
+    """The group's document for the day, or for the week, month, year or all-time holding it,
+    with former members anonymous."""
     key = period_key(period, day)
     collection = Collection.GROUP_DAILY if period == "day" else Collection.GROUP_ROLLUPS
-    return database[collection].find_one({"_id": f"{group.group_id}:{key}"})
+    return _group_document(database, collection, group, key)
 
 
 def member_stats(database: Db, user_id: str, period: Period, day: date) -> dict[str, Any] | None:
@@ -221,7 +251,8 @@ def recommendations(database: Db, user_id: str, group: Group) -> dict[str, Any]:
 
 
 def group_recap(database: Db, group: Group, year: int) -> dict[str, Any] | None:
-    return database[Collection.GROUP_RECAPS].find_one({"_id": f"{group.group_id}:{year}"})
+    """The group's recap of ``year``, with former members anonymous."""
+    return _group_document(database, Collection.GROUP_RECAPS, group, str(year))
 
 
 def recap_years(database: Db, group: Group) -> list[int]:

@@ -2,7 +2,8 @@
 
 Authorisation is the pages' (:data:`~api.deps.MemberGroup`): a stranger or an anonymous client
 gets 404 for any group URL. Lists are paginated with ``limit`` and a cursor (``before`` for
-listens, ``offset`` for groups).
+listens, ``offset`` for groups). As on the pages, people who have left a group are anonymous in
+its figures: where a stats or recap document names a former member, the id is ``null``.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def group_stats(
     user: CurrentUser, group: MemberGroup, database: DatabaseDep,
     period: PeriodQuery = "day", day: DayQuery = None,
 ) -> Stats:  # fmt: skip
-    """Leaderboards, top tracks and artists, same songs (days) and taste-match."""
+    """Leaderboards, top tracks and artists, same songs (days) and taste-match; a former
+    member's ``user_id`` (``user_a``, ``user_b``) is ``null``."""
     day = day or default_day(database, group, user)
     return _stats(period, day, reads.group_stats(database, group, period, day))
 
@@ -205,6 +207,7 @@ def my_recommendations(
 
 @router.get("/groups/{group_id}/recap/{year}")
 def group_recap(group: MemberGroup, database: DatabaseDep, year: int) -> dict[str, Any]:
+    """The yearly recap; a former member's ``user_id`` (``user_a``, ``user_b``) is ``null``."""
     found = reads.group_recap(database, group, year)
     if found is None:
         raise HTTPException(status_code=404, detail=f"No recap for {year} yet.")
