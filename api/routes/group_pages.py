@@ -17,11 +17,12 @@ from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from analytics.periods import PERIOD_NAMES, Period, period_days, period_key
-from api import charts, reads
+from api import admin_reads, charts, reads
 from api.deps import NOT_FOUND, CurrentUser, DatabaseDep, MemberGroup, member_group_now
 from api.live import ChangeSignal, feed_events
 from api.templating import render, templates
 from auxcord.accounts import LinkedAccount
+from auxcord.gaps import GapStore
 from auxcord.groups import Group
 
 router = APIRouter(prefix="/groups/{group_id}", tags=["group pages"])
@@ -251,6 +252,8 @@ def member_profile(
     )
     hours = list((stats or {}).get("hours") or [0] * 24)
     top_hour = max(hours, default=0)
+    # Which hours may be missing, and why, is the owner's business: other members never see it.
+    gaps = GapStore(database).open_for_user(member_id) if member_id == user.user_id else []
     return render(
         request,
         "member.html",
@@ -265,6 +268,7 @@ def member_profile(
             "hours": [(hour, n, charts.intensity(n, top_hour)) for hour, n in enumerate(hours)],
             "nav": _nav(group, f"members/{member_id}", period, day),
             "time_zones": time_zones() if member_id == user.user_id else [],
+            "gaps": gaps,
         },
     )
 
@@ -304,6 +308,8 @@ def recommendations(
             "group": group,
             "names": reads.people(database, group.members),
             "run": reads.recommendations(database, user.user_id, group),
+            "last_run": admin_reads.latest_model_run(database),
+            "zone": user.timezone,
         },
     )
 
