@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from array import array
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -38,8 +39,11 @@ from auxcord.events import ListenEvent
 from auxcord.names import Collection, Topic
 from auxcord.settings import Settings
 from producers.history.formats import (
+    OVERLAP_REASON,
     MinuteIndex,
+    Overlaps,
     Play,
+    Record,
     Reject,
     Skip,
     detect_format,
@@ -106,7 +110,7 @@ def import_sources(
             files=[file.name for file in files.ordered()],
             timezone=valid_timezone(user.get("timezone")),
         )
-        span = _read(files, user_id, spool, report, progress)
+        rejected = _read(files, user_id, spool, report, progress)
         if report.accepted == 0 and report.rejected_rows:
             raise ImportRefused(
                 f"no valid play in {report.rows:,} rows; nothing imported "
@@ -121,7 +125,7 @@ def import_sources(
             report.accepted,
             extra={"user_id": user_id, "import_id": report.import_id},
         )
-        _Publisher(settings, spool, report, progress).run(span)
+        _Publisher(settings, spool, report, progress).run(rejected)
     log.info(
         "history import published: %d new, %d already stored, %d duplicates, %d resumed",
         report.published,
@@ -139,16 +143,24 @@ def _read(
     spool: IO[bytes],
     report: ImportReport,
     progress: ProgressCallback,
-) -> tuple[datetime, datetime] | None:
-    """Pass 1: every row validated, accepted plays spooled; returns their time span."""
+) -> set[int]:
+    """Pass 1: every row validated, plays spooled, impossible ones found (:class:`Overlaps`);
+    returns the spool positions of those, which are rejected, and sets the report's span of
+    accepted plays."""
     now = datetime.now(UTC)
-    first: datetime | None = None
-    last: datetime | None = None
+    overlaps = Overlaps()
+    where: list[tuple[str, int]] = []
+    offsets = array("q")
     for file in files.ordered():
         fmt = None
         try:
             for row, (record, _) in enumerate(iter_records(file, files.limits)):
                 report.rows += 1
+                if report.rows > files.limits.max_rows:
+                    raise ImportRefused(
+                        f"more than {files.limits.max_rows:,} rows in the export, more than "
+                        "decades of listening give; refused"
+                    )
                 if report.rows % _PROGRESS_EVERY == 0:
                     progress(report.rows, None)
                 if fmt is None:
@@ -160,21 +172,47 @@ def _read(
                             "Extended Streaming History (ts, ms_played, …) or account-data "
                             "StreamingHistory (endTime, msPlayed, …)"
                         )
+                if fmt == "extended":
+                    check_owner(file.name, record, user_id)
                 outcome = parse_record(fmt, user_id, record, now)
                 if isinstance(outcome, Reject):
                     report.reject(file.name, row, outcome.reason, outcome.detail, record)
                 elif isinstance(outcome, Skip):
                     report.skipped[outcome.reason] += 1
                 else:
+                    offsets.append(spool.tell())
                     _spool(spool, outcome, report)
-                    played_at = outcome.event.played_at
-                    first = played_at if first is None else min(first, played_at)
-                    last = played_at if last is None else max(last, played_at)
+                    overlaps.add(outcome)
+                    where.append((file.name, row))
         except ImportRefused as refused:
             refused.report = report
             raise
     progress(report.rows, None)
-    return None if first is None or last is None else (first, last)
+    impossible = overlaps.rejected()
+    for position, detail in sorted(impossible.items()):
+        spool.seek(offsets[position])
+        line = spool.readline()
+        event = ListenEvent.from_json(line[1:].rstrip(b"\n"))
+        report.reject(*where[position], OVERLAP_REASON, detail, event.model_dump(mode="json"))
+        report.accepted -= 1
+        report.podcasts -= event.item_type == "episode"
+        report.minute_precision -= line[:1] == _MINUTE_PRECISION
+    spool.seek(0, 2)
+    report.first_play, report.last_play = overlaps.span(impossible)
+    return set(impossible)
+
+
+def check_owner(name: str, record: Record, user_id: str) -> None:
+    """Refuse an Extended Streaming History row of another Spotify account: its ``username``
+    is the account's user id, which must be the one importing (the signed-in account on the
+    dashboard, ``--user`` on the command line). Files without it are taken as they are."""
+    username = record.get("username") if isinstance(record, dict) else None
+    if isinstance(username, str) and username.strip() and username != user_id:
+        raise ImportRefused(
+            f"{name}: this export belongs to the Spotify account {username!r}, not to "
+            f"{user_id!r} who is importing it; sign in as that account (or import it for "
+            "that user) instead"
+        )
 
 
 def _spool(spool: IO[bytes], play: Play, report: ImportReport) -> None:
@@ -204,19 +242,27 @@ class _Publisher:
         self.pending: list[bytes] = []
         self.pending_days: set[date] = set()
 
-    def run(self, span: tuple[datetime, datetime] | None) -> None:
+    def run(self, rejected: set[int]) -> None:
+        """Publish the spooled plays but those at the ``rejected`` positions."""
         report = self.report
+        spooled = report.accepted + len(rejected)
         state = self.state.begin(
             report.import_id, report.user_id, report.files, report.accepted, datetime.now(UTC)
         )
         report.days = {date.fromisoformat(day) for day in state["days"]}
-        cursor = int(state["cursor"]) if state["status"] == "publishing" else report.accepted
+        # The cursor counts spool positions, rejected ones included: the same in every run.
+        cursor = int(state["cursor"]) if state["status"] == "publishing" else spooled
+        span = None
+        if report.first_play is not None and report.last_play is not None:
+            span = (report.first_play, report.last_play)
         stored, index = self._stored(span)
         seen: set[str] = set()
         producer = kafka_producer(self.settings, linger_ms=20, batch_size=256 * 1024)
         try:
             self.spool.seek(0)
             for position, line in enumerate(self.spool):
+                if position in rejected:
+                    continue
                 event_id, payload, played_at, music = self._resolve(line, index)
                 if position < cursor:
                     report.resumed += 1
@@ -234,11 +280,11 @@ class _Publisher:
                     if len(self.pending) >= PUBLISH_CHUNK:
                         self._publish(producer, position + 1)
                 if (position + 1) % _PROGRESS_EVERY == 0:
-                    self.progress(position + 1, report.accepted)
-            self._publish(producer, report.accepted)
+                    self.progress(position + 1, spooled)
+            self._publish(producer, spooled)
         finally:
             producer.close()
-        self.progress(report.accepted, report.accepted)
+        self.progress(spooled, spooled)
         if state["status"] == "publishing":
             self.state.mark(report.import_id, "published", datetime.now(UTC))
 

@@ -3,9 +3,11 @@
 Exports are untrusted uploads. Everything here streams and is capped (:class:`Limits`):
 
 - A zip is checked from its directory before anything is decompressed: too many members, a
-  member or a total over the size caps, or a compression ratio no JSON reaches (a zip bomb) is
-  refused. ``zipfile`` never inflates a member past its declared size, and checks the CRC at
-  its end, so a lying header fails too.
+  member or a total over the size caps, or any member compressed at a ratio no JSON reaches
+  (a zip bomb, however small each member) is refused. ``zipfile`` never inflates a member
+  past its declared size, and checks the CRC at its end, so a lying header fails too. The
+  caps hold for all the files of an import together (members, bytes), and the importer caps
+  the rows (:attr:`Limits.max_rows`).
 - JSON is parsed as a stream of events (``ijson.basic_parse``), so a file is never held in
   memory, one record at a time is built, and nesting deeper than :attr:`Limits.max_depth` is
   refused without building anything (a nesting bomb). ``ijson.parse`` is avoided on purpose:
@@ -51,11 +53,16 @@ class Limits:
     max_member_bytes: int = 32 << 20
     """One JSON file, uncompressed. Also what bounds memory: the parser holds one token (a
     string) whole, and a 32 MB one costs about four times that at its peak."""
-    max_total_bytes: int = 4 << 30
-    """Every JSON file of the import, uncompressed."""
+    max_total_bytes: int = 1 << 30
+    """Every JSON file of the import, uncompressed: about 1.5 million rows, more than the
+    heaviest listener plays since Spotify began."""
     max_ratio: float = 100.0
-    """Uncompressed to compressed size of a zip member; export JSON compresses about 10:1."""
-    max_members: int = 10_000
+    """Uncompressed to compressed size of every zip member, small ones too; export JSON
+    compresses about 10:1."""
+    max_members: int = 1_000
+    """Files in a zip (an export has a few dozen), and history files in one import."""
+    max_rows: int = 1_500_000
+    """Rows of the import: 200 a day for twenty years."""
     max_depth: int = 8
     """JSON nesting; an export is an array of flat objects (depth 2)."""
     max_fields: int = 100
@@ -179,7 +186,17 @@ class Sources:
                 f"{name}: {size:,} bytes of JSON is over the {self.limits.max_member_bytes:,}-byte "
                 "limit for one file (Spotify's own files are about 12 MB)"
             )
-        self.files.append(HistoryFile(name, size, opener, bool(LEGACY_NAME.fullmatch(name))))
+        self._append(HistoryFile(name, size, opener, bool(LEGACY_NAME.fullmatch(name))))
+
+    def _append(self, file: HistoryFile) -> None:
+        """Add one JSON file, within the caps on files and bytes of the whole import."""
+        if len(self.files) >= self.limits.max_members:
+            raise _refuse(
+                f"{file.name}: more than {self.limits.max_members:,} history files in one "
+                "import, more than an export has"
+            )
+        self.files.append(file)
+        self._check_total()
 
     def _add_zip(self, name: str, handle: IO[bytes]) -> None:
         self._spools.append(handle)
@@ -213,12 +230,13 @@ class Sources:
                     f"{self.limits.max_member_bytes:,}-byte limit for one file"
                 )
             ratio = info.file_size / max(info.compress_size, 1)
-            if info.file_size > _CHUNK and ratio > self.limits.max_ratio:
+            # Every member: thousands of small bombs expand as far as one large one.
+            if ratio > self.limits.max_ratio:
                 raise _refuse(
                     f"{label}: compressed {ratio:,.0f}:1, which no export reaches "
                     "(a zip bomb?); refused"
                 )
-            self.files.append(
+            self._append(
                 HistoryFile(
                     label,
                     info.file_size,

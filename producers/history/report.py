@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from auxcord.errors import AuxcordError
 
@@ -55,6 +55,10 @@ class ImportReport:
     days: set[date] = field(default_factory=set)
     """The user's local days (in ``timezone``) holding music plays this import added,
     including those published by an interrupted earlier run of it."""
+    first_play: datetime | None = None
+    last_play: datetime | None = None
+    """The ends of the export's first and last accepted plays: the span it covers (the
+    gaps inside it it repairs)."""
     kafka_ends: dict[int, int] = field(default_factory=dict)
     """Per partition of the listens topic, the offset after the last record published now."""
     import_id: str = ""

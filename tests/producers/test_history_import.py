@@ -19,12 +19,14 @@ import pytest
 
 from auxcord.clients import ensure_bucket, mongo_database
 from auxcord.events import ListenEvent, listen_event_id
+from auxcord.gaps import GapCause, GapStore
 from auxcord.names import Collection, Topic
 from auxcord.settings import Settings
 from devtools.simulator.export import write_extended_zip, write_legacy_files
 from devtools.simulator.model import World, WorldConfig
-from producers.history import ImportRefused, import_history, import_sources
+from producers.history import ImportRefused, Limits, import_history, import_sources
 from producers.history import importer as importer_module
+from producers.history.formats import OVERLAP_REASON
 from producers.history.pipeline import store_and_aggregate
 from producers.history.state import ImportStateStore
 from streaming.job import start_stream
@@ -104,7 +106,21 @@ def test_extended_zip_matches_the_ground_truth_end_to_end(
     assert len(on_kafka) == len(expected) and {e.event_id for e in on_kafka} == expected
     assert {e.source for e in on_kafka} == {"import"}
 
-    result = store_and_aggregate(import_settings, report, spark=spark)
+    # A gap the export covers, and one after it, which it cannot repair.
+    assert report.first_play is not None and report.last_play is not None
+    gaps = GapStore(mongo_database(import_settings))
+    inside = report.first_play + (report.last_play - report.first_play) / 2
+    covered = gaps.record(
+        user_id, inside, inside + timedelta(hours=3), GapCause.QUOTA_LOCKOUT, UNTIL
+    )
+    after = gaps.record(
+        user_id, UNTIL + timedelta(hours=1), UNTIL + timedelta(hours=2), GapCause.POLLER_DOWN, UNTIL
+    )
+    outcome = store_and_aggregate(import_settings, report, spark=spark)
+    assert outcome.repaired_gaps == 1
+    assert [gap.gap_id for gap in gaps.open_for_user(user_id)] == [after.gap_id] != [covered.gap_id]
+    assert set(outcome.seconds) == {"stored", "aggregated"}
+    result = outcome.aggregated
     stored = stored_listen_ids(import_settings)
     assert set(stored) == expected
     assert sorted(raw_parquet_ids(import_settings)) == sorted(stored)
@@ -254,10 +270,7 @@ def test_bad_rows_are_reported_and_only_good_rows_published(
     path.write_text(json.dumps(rows))
     report = import_history(import_settings, path, user_id)
     assert report.published == 1
-    assert report.rejected == {
-        "ts: outside the plausible range (2006 to tomorrow)": 3,
-        "ms_played: is required": 1,
-    }
+    assert report.rejected == {"ts: in the future": 3, "ms_played: is required": 1}
     assert [s.row for s in report.samples] == [1, 2, 3, 4]
     assert report.samples[0].detail == "2199-01-01T00:00:00Z"
     assert len(drain(import_settings, Topic.LISTENS)) == 1
@@ -359,4 +372,55 @@ def test_the_cli_refuses_a_bomb_in_one_line_with_bounded_memory(
     assert "rejected: row is not a JSON object" in result.stdout  # the report came first
     # The parser holds one token whole, at about four times its size at the peak.
     assert peak_mb - baseline_mb < 4 * 32, f"peak RSS {peak_mb:.0f} MB, {baseline_mb:.0f} MB idle"
+    assert drain(import_settings, Topic.LISTENS) == []
+
+
+def test_an_export_of_another_account_is_refused(
+    import_settings: Settings, world: World, tmp_path: Path
+) -> None:
+    user_id = add_user(import_settings, world)
+    path = tmp_path / "Streaming_History_Audio_2023_0.json"
+    path.write_text(json.dumps([extended(username=user_id), extended(username="someone-else")]))
+    with pytest.raises(ImportRefused, match="belongs to the Spotify account 'someone-else'"):
+        import_history(import_settings, path, user_id)
+    assert drain(import_settings, Topic.LISTENS) == []
+    path.write_text(json.dumps([extended(username=user_id)]))
+    assert import_history(import_settings, path, user_id).published == 1
+
+
+def test_impossible_overlaps_are_rejected_with_a_reason_and_not_published(
+    import_settings: Settings, world: World, tmp_path: Path
+) -> None:
+    user_id = add_user(import_settings, world)
+    real = [
+        extended(ts="2023-03-01T10:03:00Z", ms_played=180_000, master_metadata_track_name="A"),
+        extended(ts="2023-03-01T10:06:00Z", ms_played=180_000, master_metadata_track_name="B"),
+    ]
+    # Made up to top a leaderboard: a day of plays at once, and one of 20 hours.
+    made_up = [
+        extended(ts="2023-03-01T10:06:30Z", ms_played=60_000, master_metadata_track_name=f"T{n}")
+        for n in range(200)
+    ]
+    made_up.append(
+        extended(ts="2023-03-01T12:00:00Z", ms_played=20 * 3600_000, master_metadata_track_name="L")
+    )
+    path = tmp_path / "Streaming_History_Audio_2023_0.json"
+    path.write_text(json.dumps(real + made_up))
+    report = import_history(import_settings, path, user_id)
+    assert report.rejected == {OVERLAP_REASON: len(made_up)}
+    assert report.accepted == report.published == 2
+    assert {e.track_name for e in published(import_settings)} == {"A", "B"}
+    assert report.first_play == datetime(2023, 3, 1, 10, 3, tzinfo=UTC)
+    assert report.last_play == datetime(2023, 3, 1, 10, 6, tzinfo=UTC)
+    sample = report.samples[0]
+    assert sample.reason == OVERLAP_REASON and "30 s before the play before it" in sample.detail
+
+
+def test_an_import_caps_its_rows(import_settings: Settings, world: World, tmp_path: Path) -> None:
+    user_id = add_user(import_settings, world)
+    path = tmp_path / "Streaming_History_Audio_2023_0.json"
+    rows = [extended(ts=f"2023-03-01T10:{n:02d}:00Z", ms_played=40_000) for n in range(11)]
+    path.write_text(json.dumps(rows))
+    with pytest.raises(ImportRefused, match="more than 10 rows"):
+        import_sources(import_settings, [path], user_id, limits=Limits(max_rows=10))
     assert drain(import_settings, Topic.LISTENS) == []

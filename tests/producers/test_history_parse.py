@@ -15,6 +15,7 @@ import pytest
 from auxcord.events import ListenEvent
 from producers.history.formats import (
     MinuteIndex,
+    Overlaps,
     Play,
     Reject,
     Skip,
@@ -27,7 +28,8 @@ from producers.history.report import ImportRefused
 FIXTURE = Path(__file__).parents[2] / "../shared/fixtures/spotify-export"
 REAL_EXPORT = FIXTURE.resolve() / "Streaming_History_Audio_2023.json"
 NOW = datetime.now(UTC)
-IMPLAUSIBLE = "Reject:ts: outside the plausible range (2006 to tomorrow)"
+FUTURE = "Reject:ts: in the future"
+TOO_EARLY = "Reject:ts: before 2008, when Spotify started"
 NO_ARTIST = "master_metadata_album_artist_name: missing for a track"
 BAD_URI = "spotify_track_uri: not a spotify:track: URI"
 
@@ -108,8 +110,11 @@ def extended(**fields: Any) -> dict[str, Any]:
             },
             "play:episode",
         ),
-        ({"ts": "2099-01-01T00:00:00Z"}, IMPLAUSIBLE),
-        ({"ts": "1970-01-01T00:00:00Z"}, IMPLAUSIBLE),
+        ({"ts": "2099-01-01T00:00:00Z"}, FUTURE),
+        ({"ts": (NOW + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}, FUTURE),
+        ({"ts": "1970-01-01T00:00:00Z"}, TOO_EARLY),
+        ({"ts": "2007-12-31T23:59:59Z"}, TOO_EARLY),
+        ({"ts": "2008-01-01T00:00:00Z"}, "play:track"),
         ({"ts": "yesterday"}, "Reject:ts: not a UTC time like 2023-02-25T11:20:37Z"),
         ({"ts": "2023-02-30T11:20:37Z"}, "Reject:ts: not a valid date"),
         ({"ms_played": "61839"}, "Reject:ms_played: not a whole number of milliseconds"),
@@ -273,3 +278,78 @@ def test_a_crc_error_inside_a_zip_is_refused(tmp_path: Path) -> None:
     data[at] = ord("f")  # one byte changed: the CRC no longer matches
     path.write_bytes(bytes(data))
     assert "corrupt" in refusal(path)
+
+
+def test_zip_bombs_of_many_small_members_are_refused(tmp_path: Path) -> None:
+    # Members of 500 kB of blanks, each under the 1 MB the ratio check used to skip: in the
+    # thousands they expand to gigabytes from a few MB.
+    bomb = tmp_path / "small-bombs.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        member = b"[" + b" " * 500_000 + b"]"
+        for n in range(50):
+            archive.writestr(f"Streaming_History_Audio_2023_{n}.json", member)
+    assert "zip bomb" in refusal(bomb)
+
+
+def test_an_import_caps_its_files_and_bytes_together(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    payload = json.dumps([extended()]).encode()
+    for n in range(6):
+        (folder / f"Streaming_History_Audio_2023_{n}.json").write_bytes(payload)
+    assert "more than 5 history files" in refusal(folder, Limits(max_members=5))
+    assert outcomes(folder, Limits(max_members=6))
+    archive_path = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for n in range(6):
+            archive.writestr(f"Streaming_History_Audio_2023_{n}.json", payload)
+    assert "6 files in the zip, more than" in refusal(archive_path, Limits(max_members=5))
+    total = 6 * len(payload)
+    assert "limit of one import" in refusal(archive_path, Limits(max_total_bytes=total - 1))
+
+
+def overlaps_of(*plays: tuple[str, int, str]) -> dict[int, str]:
+    """:class:`Overlaps` of plays given as (end, ms_played, track name)."""
+    found = Overlaps()
+    for ts, ms, name in plays:
+        outcome = parse_record(
+            "extended", "u1", extended(ts=ts, ms_played=ms, master_metadata_track_name=name), NOW
+        )
+        assert isinstance(outcome, Play), outcome
+        found.add(outcome)
+    return found.rejected()
+
+
+def test_plays_that_overlap_more_than_listening_allows_are_found() -> None:
+    # One after the other, and with a 10 s crossfade: fine.
+    assert (
+        overlaps_of(
+            ("2023-01-01T10:03:00Z", 180_000, "A"),
+            ("2023-01-01T10:06:10Z", 200_000, "B"),
+        )
+        == {}
+    )
+    # A made-up play of five hours ending after real ones: refused, the real ones kept.
+    found = overlaps_of(
+        ("2023-01-01T10:03:00Z", 180_000, "A"),
+        ("2023-01-01T12:00:00Z", 5 * 3600_000, "Made up"),
+        ("2023-01-01T10:06:00Z", 180_000, "B"),
+    )
+    assert list(found) == [1] and "starts" in found[1]
+    # A thousand plays at once: all but the first refused.
+    assert (
+        len(overlaps_of(*[("2023-01-01T10:03:00Z", 60_000, f"T{n}") for n in range(1000)])) == 999
+    )
+    # The same play twice is a duplicate (publishing counts it), not an overlap.
+    assert (
+        overlaps_of(("2023-01-01T10:03:00Z", 180_000, "A"), ("2023-01-01T10:03:00Z", 180_000, "A"))
+        == {}
+    )
+
+
+def test_the_real_export_has_no_impossible_overlaps() -> None:
+    found = Overlaps()
+    for outcome in outcomes(REAL_EXPORT):
+        if isinstance(outcome, Play):
+            found.add(outcome)
+    assert found.rejected() == {}
