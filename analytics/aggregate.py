@@ -104,17 +104,74 @@ def ensure_indexes(database: Database[dict[str, Any]]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Whose documents a run replaces, and whose stored days it reads instead.
+
+    ``users``: the users whose days and rollups are recomputed (None: everyone).
+    ``groups``: the groups whose days, rollups and recaps are recomputed (None: every group).
+    ``pairs``: the ``(group_id, user_id)`` memberships of those groups.
+    ``others``: members of those groups whose days are not recomputed: their stored days
+    (and the rollups built from them) are read, so their groups' figures can be rebuilt.
+    """
+
+    users: list[str] | None
+    groups: list[str] | None
+    pairs: list[tuple[str, str]]
+    others: list[str]
+
+    @property
+    def user_filter(self) -> dict[str, Any]:
+        return {} if self.users is None else {"user_id": {"$in": self.users}}
+
+    @property
+    def group_filter(self) -> dict[str, Any]:
+        return {} if self.groups is None else {"group_id": {"$in": self.groups}}
+
+
+def run_scope(
+    database: Database[dict[str, Any]], *, group: str | None = None, user: str | None = None
+) -> Scope:
+    """The :class:`Scope` of a run over everything, one group (its members' days and the
+    group's), or one user (their days, and the days of the groups they belong to, from the
+    other members' stored days: what an import of that user's history changes)."""
+    if group is not None and user is not None:
+        raise AuxcordError("give a group or a user to aggregate, not both")
+    if group is not None:
+        pairs = membership_pairs(database, group)
+        if not pairs:
+            raise AuxcordError(f"no group {group!r} (or it has no members)")
+        return Scope(sorted({member for _, member in pairs}), [group], pairs, [])
+    if user is not None:
+        if database[Collection.USERS].find_one({"_id": user}, {"_id": 1}) is None:
+            raise AuxcordError(f"no user {user!r}")
+        groups = sorted(
+            str(found["_id"]) for found in database[Collection.GROUPS].find({"members": user})
+        )
+        pairs = [pair for group_id in groups for pair in membership_pairs(database, group_id)]
+        others = sorted({member for _, member in pairs} - {user})
+        return Scope([user], groups, pairs, others)
+    return Scope(None, None, membership_pairs(database), [])
+
+
 def aggregate_days(
     settings: Settings,
     first: date,
     last: date,
     *,
     group: str | None = None,
+    user: str | None = None,
     source: Literal["mongodb", "gcs"] = "mongodb",
     spark: SparkSession | None = None,
     on_step: Callable[[str], None] = lambda _: None,
 ) -> AggregateResult:
     """Compute and store user and group daily statistics for local days ``[first, last]``.
+
+    Everyone's by default; with ``group``, that group's members and the group; with ``user``,
+    that user's days and rollups, and the days, rollups and recaps of the groups they belong
+    to, rebuilt from the other members' stored days (which are read, not recomputed: a
+    history import changes only its user's days). A scoped run stores exactly what a full
+    run over the same days would store for what it replaces.
 
     Listens come from MongoDB (the serving copy) or, with ``source="gcs"``, from the raw
     Parquet in GCS (the data lake); the streaming job writes each play once to both.
@@ -129,31 +186,25 @@ def aggregate_days(
     if last < first:
         raise AuxcordError(f"the range ends ({last}) before it starts ({first})")
     database = mongo_database(settings)
-    pairs = membership_pairs(database, group)
-    members = None
-    if group is not None:
-        members = sorted({user for _, user in pairs})
-        if not members:
-            raise AuxcordError(f"no group {group!r} (or it has no members)")
+    scope = run_scope(database, group=group, user=user)
     since, until = local_days_window(first, last)
-    user_scope = {} if members is None else {"user_id": {"$in": members}}
     days_queries, rollups_queries = stored_summaries_queries(first, last)
+    days_wanted = [{**scope.user_filter, **query} for query in days_queries]
+    rollups_wanted = [{**scope.user_filter, **query} for query in rollups_queries]
+    if scope.others:
+        # The other members' days of the range too: theirs are read, not recomputed.
+        others = {"user_id": {"$in": scope.others}}
+        in_range = {"day": {"$gte": first.isoformat(), "$lte": last.isoformat()}}
+        days_wanted += [{**others, **query} for query in [*days_queries, in_range]]
+        rollups_wanted += [{**others, **query} for query in rollups_queries]
     # MongoDB reads take as long as the JVM takes to start, so they run meanwhile.
     with ThreadPoolExecutor(max_workers=3) as pool:
-        stored_days = pool.submit(
-            summaries_table,
-            database,
-            Collection.USER_DAILY,
-            [{**user_scope, **query} for query in days_queries],
-        )
+        stored_days = pool.submit(summaries_table, database, Collection.USER_DAILY, days_wanted)
         stored_rollups = pool.submit(
-            summaries_table,
-            database,
-            Collection.USER_ROLLUPS,
-            [{**user_scope, **query} for query in rollups_queries],
+            summaries_table, database, Collection.USER_ROLLUPS, rollups_wanted
         )
         stored_listens = (
-            pool.submit(listens_table, database, since=since, before=until, users=members)
+            pool.submit(listens_table, database, since=since, before=until, users=scope.users)
             if source == "mongodb"
             else None
         )
@@ -165,30 +216,37 @@ def aggregate_days(
             listens = arrow_frame(session, stored_listens.result())
         else:
             listens = read_raw_listens(session, gcs_bucket(settings), since=since, before=until)
-            if members is not None:
-                listens = listens.where(listens.user_id.isin(members))
+            if scope.users is not None:
+                listens = listens.where(listens.user_id.isin(scope.users))
         stored = arrow_frame(
             session, pa.concat_tables([stored_days.result(), stored_rollups.result()])
         ).cache()
-    memberships = session.createDataFrame(pairs, "group_id string, user_id string")
-    plays = local_listens(listens, read_users(session, database)).cache()
+    memberships = session.createDataFrame(scope.pairs, "group_id string, user_id string")
+    plays = local_listens(listens, read_users(session, database, scope.users)).cache()
     on_step(AggregateStep.USER_DAYS)
-    before = before_from_summaries(stored, first)
+    own = stored if not scope.others else stored.where(~stored.user_id.isin(scope.others))
+    before = before_from_summaries(own, first)
     # Checkpointed, not cached: later plans build on it, and Spark compares every new plan
     # with the lineage of what is cached (deep ones here made that the slowest step).
     user_daily = user_daily_stats(plays, first, last, before).localCheckpoint()
     user_documents = _documents(user_daily, "user_id")
     ensure_indexes(database)
-    replace_days(database, Collection.USER_DAILY, user_documents, first, last, user_scope)
+    replace_days(database, Collection.USER_DAILY, user_documents, first, last, scope.user_filter)
     on_step(AggregateStep.GROUP_DAYS_AND_ROLLUPS)
-    group_scope = {} if group is None else {"group_id": group}
+    member_days = user_daily
+    if scope.others:
+        member_days = user_daily.unionByName(
+            stored_days_of(stored, scope.others, first, last), allowMissingColumns=True
+        )
 
     @inheritable_thread_target(session)
     def store_group_days() -> list[dict[str, Any]]:
         documents = _documents(
-            group_daily_stats(plays, user_daily, memberships, first, last), "group_id"
+            group_daily_stats(member_days, memberships, first, last), "group_id"
         )
-        replace_days(database, Collection.GROUP_DAILY, documents, first, last, group_scope)
+        replace_days(
+            database, Collection.GROUP_DAILY, documents, first, last, scope.group_filter
+        )
         return documents
 
     # Group days and rollups are independent Spark jobs: side by side they fill the gaps
@@ -196,11 +254,32 @@ def aggregate_days(
     with ThreadPoolExecutor(max_workers=1) as side:
         group_days = side.submit(store_group_days)
         summaries = stored.unionByName(as_summaries(user_daily, stored.schema))
-        update_rollups(database, summaries, memberships, first, last, user_scope, group_scope)
+        update_rollups(database, summaries, memberships, first, last, scope)
         group_documents = group_days.result()
     plays.unpersist()
     stored.unpersist()
     return AggregateResult(first, last, len(user_documents), len(group_documents))
+
+
+def stored_days_of(stored: DataFrame, users: list[str], first: date, last: date) -> DataFrame:
+    """The stored days of ``users`` in ``[first, last]`` from ``stored`` (read with
+    :func:`analytics.sources.summaries_schema`), with ``day`` as a date, as
+    :func:`analytics.daily.group_daily_stats` takes user days."""
+    from pyspark.sql import functions as F
+
+    day = F.col("day")
+    return stored.where(
+        F.col("user_id").isin(users) & (day >= first.isoformat()) & (day <= last.isoformat())
+    ).select(
+        "user_id",
+        F.to_date(day).alias("day"),
+        "plays",
+        "minutes",
+        "new_tracks",
+        "streak",
+        "track_counts",
+        "artist_counts",
+    )
 
 
 def stored_summaries_queries(
@@ -244,12 +323,13 @@ def update_rollups(
     memberships: DataFrame,
     first: date,
     last: date,
-    user_scope: dict[str, Any],
-    group_scope: dict[str, Any],
+    scope: Scope,
 ) -> None:
     """Recompute the weeks, months, years and all-time that hold ``[first, last]``, and the
     yearly recaps, from ``summaries`` (the range's user days and the stored days and rollups
-    :func:`stored_summaries_queries` names; rollups never read raw listens)."""
+    :func:`stored_summaries_queries` names; rollups never read raw listens), and store those
+    of ``scope``: the other members' rollups are rebuilt from their stored days only for
+    their groups' (weeks and all-time keep no full counts to read back)."""
     from pyspark.sql import functions as F
 
     from analytics.rollups import (
@@ -274,7 +354,8 @@ def update_rollups(
     years = sorted(key.removeprefix("year:") for key in periods if key.startswith("year:"))
     minutes = group_day_minutes(summaries, memberships, periods)
     recaps = group_recaps(groups, minutes)
-    user_rows: list[dict[str, Any]] = users.toArrow().to_pylist()
+    own = users if not scope.others else users.where(~F.col("user_id").isin(scope.others))
+    user_rows: list[dict[str, Any]] = own.toArrow().to_pylist()
     for row in user_rows:
         row["_id"] = f"{row['user_id']}:{row['period']}"
         # Only months and years are summed again (into years and all-time), and only months
@@ -295,12 +376,12 @@ def update_rollups(
     for row in recap_rows:
         row["_id"] = f"{row['group_id']}:{row['year']}"
     selector = {"period": {"$in": periods}}
-    for collection, rows, scope, replaced in (
-        (Collection.USER_ROLLUPS, user_rows, user_scope, selector),
-        (Collection.GROUP_ROLLUPS, group_rows, group_scope, selector),
-        (Collection.GROUP_RECAPS, recap_rows, group_scope, {"year": {"$in": years}}),
+    for collection, rows, within, replaced in (
+        (Collection.USER_ROLLUPS, user_rows, scope.user_filter, selector),
+        (Collection.GROUP_ROLLUPS, group_rows, scope.group_filter, selector),
+        (Collection.GROUP_RECAPS, recap_rows, scope.group_filter, {"year": {"$in": years}}),
     ):
         target = database[collection]
-        target.delete_many({**replaced, **scope})
+        target.delete_many({**replaced, **within})
         if rows:
             target.insert_many(rows, ordered=False)

@@ -298,31 +298,39 @@ def group_leaderboards(user_daily: DataFrame, memberships: DataFrame) -> DataFra
     )
 
 
-def group_tops(plays: DataFrame, memberships: DataFrame) -> DataFrame:
-    """Per (group_id, day): the group's TOP_N tracks and artists."""
-    joined = plays.join(memberships, "user_id")
+def member_counts(user_daily: DataFrame, memberships: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Each member's track and artist counts of each day, per group: ``(group_id, day,
+    user_id, track_key, track_name, artist_name, plays)`` and ``(group_id, day, user_id,
+    artist_name, plays)``, from the user days' full counts (``track_counts``,
+    ``artist_counts``), which hold exactly what counting the plays would give."""
+    members = user_daily.join(memberships, "user_id")
+    by = ["group_id", "day", "user_id"]
+    tracks = members.select(*by, F.inline("track_counts"))
+    artists = members.select(*by, F.inline("artist_counts"))
+    return tracks, artists
+
+
+def group_tops(tracks: DataFrame, artists: DataFrame) -> DataFrame:
+    """Per (group_id, day): the group's TOP_N tracks and artists, from
+    :func:`member_counts`."""
     by = ["group_id", "day"]
 
-    def top(keys: list[str], name: str) -> DataFrame:
-        counted = joined.groupBy(*by, *keys).agg(
-            F.count("*").alias("plays"), F.countDistinct("user_id").alias("listeners")
+    def top(counts: DataFrame, keys: list[str], name: str) -> DataFrame:
+        counted = counts.groupBy(*by, *keys).agg(
+            F.sum("plays").alias("plays"), F.count("*").alias("listeners")
         )
         return ranked_top(counted, by, [*keys, "listeners"], name)
 
-    tracks = top(TRACK_FIELDS, "top_tracks")
-    return tracks.join(top(["artist_name"], "top_artists"), by)
-
-
-def same_songs(plays: DataFrame, memberships: DataFrame) -> DataFrame:
-    """Per (group_id, day): tracks that two or more members played, who played them and how
-    often, most shared first."""
-    per_member = (
-        plays.join(memberships, "user_id")
-        .groupBy("group_id", "day", "track_key", "track_name", "artist_name", "user_id")
-        .agg(F.count("*").alias("plays"))
+    return top(tracks, TRACK_FIELDS, "top_tracks").join(
+        top(artists, ["artist_name"], "top_artists"), by
     )
+
+
+def same_songs(tracks: DataFrame) -> DataFrame:
+    """Per (group_id, day): tracks that two or more members played, who played them and how
+    often, most shared first (``tracks`` from :func:`member_counts`)."""
     shared = (
-        per_member.groupBy("group_id", "day", "track_key", "track_name", "artist_name")
+        tracks.groupBy("group_id", "day", "track_key", "track_name", "artist_name")
         .agg(
             F.count("*").alias("listeners"),
             F.sum("plays").alias("plays"),
@@ -391,21 +399,23 @@ def taste_match(counts: DataFrame, period: list[str]) -> DataFrame:
 
 
 def group_daily_stats(
-    history: DataFrame, user_daily: DataFrame, memberships: DataFrame, first: date, last: date
+    user_daily: DataFrame, memberships: DataFrame, first: date, last: date
 ) -> DataFrame:
     """One row per group and local day in ``[first, last]`` when a member played.
+
+    Built from the members' user days alone (:func:`user_daily_stats` rows, or stored ones
+    read back with ``day`` as a date): their figures, discoveries and streaks for the
+    leaderboards, their full track and artist counts for the tops, same songs and
+    taste-match. So a group's day can be rebuilt when one member's day changed, from that
+    day and the others' stored days, without their plays.
 
     ``memberships`` has ``group_id`` and ``user_id``. Columns: group_id, day, active_members,
     minutes, plays, leaderboards, top_tracks, top_artists, same_songs, taste_match.
     """
-    plays = history.where((F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last)))
-    artist_counts = (
-        plays.join(memberships, "user_id")
-        .groupBy("group_id", "day", "user_id", "artist_name")
-        .agg(F.count("*").alias("plays"))
-    )
+    days = user_daily.where((F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last)))
+    tracks, artists = member_counts(days, memberships)
     matches = (
-        taste_match(artist_counts, ["day"])
+        taste_match(artists, ["day"])
         .groupBy("group_id", "day")
         .agg(
             F.sort_array(
@@ -413,13 +423,14 @@ def group_daily_stats(
             ).alias("taste_match")
         )
     )
+    shared = same_songs(tracks)
     empty: Column = F.array().cast(
-        T.ArrayType(same_songs(plays, memberships).schema["same_songs"].dataType.elementType)  # type: ignore[attr-defined]
+        T.ArrayType(shared.schema["same_songs"].dataType.elementType)  # type: ignore[attr-defined]
     )
     return (
-        group_leaderboards(user_daily, memberships)
-        .join(group_tops(plays, memberships), ["group_id", "day"])
-        .join(same_songs(plays, memberships), ["group_id", "day"], "left")
+        group_leaderboards(days, memberships)
+        .join(group_tops(tracks, artists), ["group_id", "day"])
+        .join(shared, ["group_id", "day"], "left")
         .join(matches, ["group_id", "day"], "left")
         .select(
             "group_id",

@@ -113,11 +113,14 @@ def read_listens_schema() -> str:
     return ", ".join(f"{name} {spark_types[kind]}" for name, kind in LISTEN_FIELDS.items())
 
 
-def read_users(spark: SparkSession, database: Database[dict[str, Any]]) -> DataFrame:
-    """``(user_id, timezone)`` for every linked user."""
+def read_users(
+    spark: SparkSession, database: Database[dict[str, Any]], users: list[str] | None = None
+) -> DataFrame:
+    """``(user_id, timezone)`` for every linked user (or those of ``users``)."""
+    query = {} if users is None else {"_id": {"$in": users}}
     rows = [
         (str(user["_id"]), str(user.get("timezone") or "UTC"))
-        for user in database[Collection.USERS].find({}, {"timezone": 1})
+        for user in database[Collection.USERS].find(query, {"timezone": 1})
     ]
     return spark.createDataFrame(rows, "user_id string, timezone string")
 

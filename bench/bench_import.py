@@ -1,26 +1,30 @@
-"""History import: 100,000 plays from an Extended Streaming History zip to visible in MongoDB
-and GCS, with the affected days re-aggregated.
+"""History import: plays from an Extended Streaming History zip to visible in MongoDB and GCS,
+with the importing user's days (and their groups') re-aggregated, end to end.
 
-One simulated user's export (about fifteen years of plays of 30 s or more, plus the short,
-private-session and empty rows an export has) is imported twice, each time into fresh topics,
-bucket, database and checkpoint:
+For each ``--plays`` size, one simulated user's export (the last N plays of 30 s or more of
+about fifteen years, plus the short, private-session and empty rows an export has) is imported
+with ``auxcord import ZIP --user U`` into fresh topics, bucket, database and checkpoint. The
+command prints each step's time, which the benchmark reports: read and published (Spark's JVM
+starts meanwhile), stored (the stream's available-now run), aggregated (the user's days and
+their groups'). Peak RSS is the Python process's (Spark's JVM is a child, reported beside it).
 
-1. ``auxcord import ZIP --user U --no-aggregate``: the Python publisher alone (read, validate,
-   publish to Kafka). Its peak RSS is the import process's.
-2. ``auxcord import ZIP --user U``: the whole command, which also runs the streaming job
-   (available-now) and the aggregation in the same process, on Spark. Spark's JVM is a child
-   process; its RSS is reported beside the Python process's.
+``--others N`` first fills the database with N other users' year of plays, four of them in a
+group with the importing user and their days aggregated: the import's time should not grow
+with them (it reads the group's stored days, and nothing of the rest).
 
-Targets (issue 8): ≤ 60 s end to end; peak RSS of the import process ≤ 500 MB.
-Needs the local stack: ``auxcord stack up`` first (or set the AUXCORD_* variables).
+Targets (issue 21): 100,000 plays ≤ 60 s end to end, Spark start-up included; a 5,000-play
+export ≤ 20 s; peak RSS of the Python process ≤ 500 MB. Needs the local stack: ``auxcord stack
+up`` first (or set the AUXCORD_* variables).
 
-    .venv/bin/python bench/bench_import.py [--plays 100000]
+    .venv/bin/python bench/bench_import.py --plays 5000 100000 [--others 100]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -94,12 +98,19 @@ class TreeSampler:
         self._thread.join()
 
 
-def run_import(settings: Settings, zip_path: Path, user_id: str, *extra: str) -> dict[str, float]:
+STEPS = {
+    "published": r"read and published in ([0-9.]+) s",
+    "stored": r"plays stored \(\w+\) in ([0-9.]+) s",
+    "aggregated": r"Re-aggregated .* in ([0-9.]+) s",
+}
+
+
+def run_import(settings: Settings, zip_path: Path, user_id: str) -> dict[str, float]:
     command = [sys.executable, "-c", "from cli.main import main; main()", "import"]
     began = time.perf_counter()
     process = subprocess.Popen(
-        [*command, str(zip_path), "--user", user_id, *extra],
-        env={**os.environ, **settings.as_environment()},
+        [*command, str(zip_path), "--user", user_id],
+        env={**os.environ, **settings.as_environment(), "COLUMNS": "200"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -110,7 +121,53 @@ def run_import(settings: Settings, zip_path: Path, user_id: str, *extra: str) ->
     sampler.stop()
     if process.returncode != 0:
         raise SystemExit(f"auxcord import failed:\n{output[-3000:]}")
-    return {"seconds": elapsed, "own_mb": sampler.own / 2**20, "tree_mb": sampler.tree / 2**20}
+    figures = {"seconds": elapsed, "own_mb": sampler.own / 2**20, "tree_mb": sampler.tree / 2**20}
+    for step, pattern in STEPS.items():
+        found = re.search(pattern, output)
+        figures[step] = float(found.group(1)) if found else float("nan")
+    return figures
+
+
+def seed_others(settings: Settings, user_id: str, others: int, until: datetime) -> None:
+    """``others`` users with a year of plays each (ten a day) before ``until``; the first four
+    share a group with ``user_id``, and their days are aggregated (the import's group rebuild
+    reads them); the rest are strangers whose data the import must not touch."""
+    from analytics.aggregate import aggregate_days
+    from auxcord.events import ListenEvent
+
+    rng = random.Random(21)
+    tracks = [(f"bench{n:04d}", f"Track {n}", f"Artist {n % 60}") for n in range(400)]
+    names = [f"other{n:03d}" for n in range(others)]
+    first = (until - timedelta(days=365)).date()
+    with mongo_client(settings) as client:
+        database = client[settings.mongodb_database]
+        database[Collection.USERS].insert_many(
+            [{"_id": name, "display_name": name, "timezone": "UTC"} for name in names]
+        )
+        for name in names:
+            documents = []
+            for day in range(365):
+                start = datetime.combine(first, datetime.min.time(), UTC) + timedelta(days=day)
+                for play in range(10):
+                    track_id, track, artist = rng.choice(tracks)
+                    event = ListenEvent.from_dict(
+                        {
+                            "user_id": name, "track_id": track_id, "track_name": track,
+                            "artist_name": artist, "album_name": artist, "album_image_url": None,
+                            "duration_ms": 200_000, "ms_played": 200_000, "source": "poll",
+                            "played_at": start + timedelta(hours=8, minutes=4 * play),
+                        }
+                    )  # fmt: skip
+                    documents.append(event.to_document())
+            database[Collection.LISTENS].insert_many(documents, ordered=False)
+        database[Collection.GROUPS].insert_one(
+            {"_id": "bench", "name": "Bench", "members": names[:4], "owner": names[0]}
+        )
+    aggregate_days(settings, first, until.date(), group="bench")
+    with mongo_client(settings) as client:
+        client[settings.mongodb_database][Collection.GROUPS].update_one(
+            {"_id": "bench"}, {"$push": {"members": user_id}}
+        )
 
 
 def visible(settings: Settings, user_id: str) -> tuple[int, int, int]:
@@ -131,47 +188,51 @@ def visible(settings: Settings, user_id: str) -> tuple[int, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plays", type=int, default=100_000)
+    parser.add_argument("--plays", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--others", type=int, default=0, help="other users' year to hold")
     args = parser.parse_args()
     base = get_settings()
+    rows = []
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
-        zip_path = workdir / "my_spotify_data.zip"
-        began = time.perf_counter()
-        user_id, timezone, rows = make_export(args.plays, zip_path)
-        size_mb = zip_path.stat().st_size / 2**20
-        print(
-            f"export: {rows:,} rows, {args.plays:,} plays of 30 s+, {size_mb:.1f} MB zip, "
-            f"made in {time.perf_counter() - began:.1f} s"
-        )
-        tag = f"{os.getpid()}"
-        figures = {}
-        for name, extra in (("publish", ("--no-aggregate",)), ("full", ())):
-            settings = bench_settings(base, f"{tag}{name}", workdir)
+        for plays in args.plays:
+            zip_path = workdir / f"my_spotify_data_{plays}.zip"
+            user_id, timezone, export_rows = make_export(plays, zip_path)
+            size_mb = zip_path.stat().st_size / 2**20
+            print(f"export: {export_rows:,} rows, {plays:,} plays of 30 s+, {size_mb:.1f} MB zip")
+            settings = bench_settings(base, f"{os.getpid()}x{plays}", workdir)
             with mongo_client(settings) as client:
                 client[settings.mongodb_database][Collection.USERS].insert_one(
                     {"_id": user_id, "display_name": "Bench", "timezone": timezone}
                 )
-            figures[name] = run_import(settings, zip_path, user_id, *extra)
-            if name == "full":
-                listens, parquet_rows, days = visible(settings, user_id)
-                figures[name].update(listens=listens, parquet=parquet_rows, days=days)
-    publish, full = figures["publish"], figures["full"]
+            if args.others:
+                began = time.perf_counter()
+                seed_others(settings, user_id, args.others, datetime.now(UTC))
+                seconds = time.perf_counter() - began
+                print(f"seeded {args.others} other users' year in {seconds:.0f} s")
+            figures = run_import(settings, zip_path, user_id)
+            listens, parquet_rows, days = visible(settings, user_id)
+            ok = listens == plays == parquet_rows
+            print(
+                f"{plays:,} plays: {figures['seconds']:.1f} s end to end (read and published "
+                f"{figures['published']:.1f} s, stored {figures['stored']:.1f} s, aggregated "
+                f"{figures['aggregated']:.1f} s); peak RSS {figures['own_mb']:.0f} MB Python, "
+                f"{figures['tree_mb']:.0f} MB with Spark; {listens:,} listens, "
+                f"{parquet_rows:,} Parquet rows, {days:,} user days; every play once: "
+                f"{'yes' if ok else 'NO'}"
+            )
+            rows.append((plays, figures, days))
     print(
-        f"publish only (--no-aggregate): {publish['seconds']:.1f} s, "
-        f"{args.plays / publish['seconds']:,.0f} plays/s, peak RSS {publish['own_mb']:.0f} MB"
+        "\n| plays | end to end | read and published | stored | aggregated | user days "
+        "| peak RSS Python / with Spark |"
     )
-    print(
-        f"full import (publish + stream + aggregate): {full['seconds']:.1f} s; "
-        f"peak RSS: Python process {full['own_mb']:.0f} MB, with Spark's JVM and workers "
-        f"{full['tree_mb']:.0f} MB"
-    )
-    print(
-        f"visible: {full['listens']:,.0f} listens in MongoDB, {full['parquet']:,.0f} rows in GCS "
-        f"Parquet, {full['days']:,.0f} user days aggregated"
-    )
-    ok = full["listens"] == args.plays == full["parquet"]
-    print(f"every play once in MongoDB and GCS: {'yes' if ok else 'NO'}")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for plays, figures, days in rows:
+        print(
+            f"| {plays:,} | {figures['seconds']:.1f} s | {figures['published']:.1f} s | "
+            f"{figures['stored']:.1f} s | {figures['aggregated']:.1f} s | {days:,} | "
+            f"{figures['own_mb']:.0f} / {figures['tree_mb']:.0f} MB |"
+        )
 
 
 if __name__ == "__main__":

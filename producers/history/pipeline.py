@@ -16,10 +16,16 @@ in Kafka. But a second query on the same checkpoint beside a running one would c
   the same query, checkpoint and sinks as ``auxcord stream``, so the plays are stored exactly
   as live ones are (MongoDB + GCS, once each).
 
-Then :func:`analytics.aggregate.aggregate_days` recomputes the user's local days from the first
-imported day to the later of the last imported day and the last day already aggregated for the
-user: every day after an imported play can change (first plays, "new tracks", and streaks
-depend on all earlier history), and no day before the first imported one can.
+Once the plays are stored, the user's open gaps the export covers are marked repaired
+(:meth:`auxcord.gaps.GapStore.repair_covered`).
+
+Then :func:`analytics.aggregate.aggregate_days`, scoped to the importing user, recomputes their
+local days from the first imported day to the later of the last imported day and the last day
+already aggregated for them: every day after an imported play can change (first plays, "new
+tracks", and streaks depend on all earlier history), and no day before the first imported one
+can. Nobody else's days change, so nobody else's are recomputed: the days and rollups of the
+user's groups are rebuilt from the other members' stored days. One person's upload costs in
+proportion to their history and their groups, not to everyone's.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from auxcord.clients import mongo_database
 from auxcord.errors import AuxcordError
+from auxcord.gaps import GapStore
 from auxcord.names import Collection, Topic
 from auxcord.settings import Settings
 from producers.history.report import ImportReport
@@ -150,38 +158,63 @@ def aggregation_range(settings: Settings, report: ImportReport) -> tuple[date, d
     return report.first_day, last
 
 
+@dataclass
+class StoreOutcome:
+    """What :func:`store_and_aggregate` did: how the plays were stored, the gaps the import
+    repaired, the aggregation (None when no day needed it), and each step's seconds."""
+
+    delivery: str
+    repaired_gaps: int
+    aggregated: AggregateResult | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """``stored`` and ``aggregated``: wall time of each step."""
+
+
 def store_and_aggregate(
     settings: Settings,
     report: ImportReport,
     *,
     spark: SparkSession | None = None,
     on_step: Callable[[str], None] = lambda _: None,
-) -> AggregateResult | None:
-    """Deliver the import's plays, then re-aggregate its days; marks the import done."""
+) -> StoreOutcome:
+    """Deliver the import's plays, repair the gaps it covers, then re-aggregate its user's
+    days (and their groups'); marks the import done."""
     from analytics.aggregate import aggregate_days
     from auxcord.spark import build_spark_session
 
+    database = mongo_database(settings)
     session = spark
     if not report.kafka_ends:
         # A resumed import may have published everything in an earlier run, which stopped
         # before its plays were stored: wait for all of the topic as it is now, which holds them.
-        state = ImportStateStore(mongo_database(settings)).get(report.import_id) or {}
+        state = ImportStateStore(database).get(report.import_id) or {}
         if state.get("cursor", 0) > 0:
             report.kafka_ends = current_listen_ends(settings)
     try:
+        began = time.perf_counter()
         if report.kafka_ends and not _covered(settings, _status(settings), report.kafka_ends):
             session = session or build_spark_session(settings, "auxcord-import")
-        deliver(settings, report, spark=session, on_step=on_step)
+        delivery = deliver(settings, report, spark=session, on_step=on_step)
+        repaired = 0
+        if report.first_play is not None and report.last_play is not None:
+            repaired = GapStore(database).repair_covered(
+                report.user_id, report.first_play, report.last_play, datetime.now(UTC)
+            )
+            if repaired:
+                log.info("import repaired %d gaps", repaired, extra={"user_id": report.user_id})
+        outcome = StoreOutcome(delivery, repaired)
+        outcome.seconds["stored"] = time.perf_counter() - began
         days = aggregation_range(settings, report)
-        result = None
         if days is not None:
+            began = time.perf_counter()
             on_step(f"re-aggregating {days[0]} to {days[1]}")
             session = session or build_spark_session(settings, "auxcord-import")
-            result = aggregate_days(settings, days[0], days[1], spark=session, on_step=on_step)
-        ImportStateStore(mongo_database(settings)).mark(
-            report.import_id, "aggregated", datetime.now(UTC)
-        )
-        return result
+            outcome.aggregated = aggregate_days(
+                settings, days[0], days[1], user=report.user_id, spark=session, on_step=on_step
+            )
+            outcome.seconds["aggregated"] = time.perf_counter() - began
+        ImportStateStore(database).mark(report.import_id, "aggregated", datetime.now(UTC))
+        return outcome
     finally:
         if session is not None and spark is None:
             session.stop()

@@ -275,3 +275,61 @@ def test_the_data_lake_gives_the_same_days_as_mongodb(
     from_mongodb = snapshot(mongo_db)
     aggregate_days(settings, first, last, source="gcs", spark=spark)
     assert snapshot(mongo_db) == from_mongodb
+
+
+def test_a_user_scoped_run_stores_what_a_full_run_stores(
+    spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
+) -> None:
+    """An import's re-aggregation: only the importing user's days are recomputed, their
+    groups' days and rollups are rebuilt from the other members' stored days, and the result
+    is what a full run over everything stores."""
+    from datetime import UTC, datetime
+
+    seed(mongo_db)
+    # Ana's plays of 10 to 20 March arrive later, from her export.
+    span = {"$gte": datetime(2026, 3, 10, tzinfo=UTC), "$lt": datetime(2026, 3, 20, tzinfo=UTC)}
+    held = {"user_id": "ana", "played_at": span}
+    exported = list(mongo_db[Collection.LISTENS].find(held))
+    assert len(exported) > 20
+    mongo_db[Collection.LISTENS].delete_many(held)
+    last = date(2026, 4, 1)
+    aggregate_days(test_settings, START, last, spark=spark)
+    mongo_db[Collection.LISTENS].insert_many(exported)
+    # Marks on what the scoped run must leave alone: the other members' days (read, not
+    # recomputed) and the days of a group Ana is not in.
+    untouched = [
+        (Collection.USER_DAILY, {"user_id": {"$in": ["ben", "cy", "dee"]}}),
+        (Collection.USER_ROLLUPS, {"user_id": {"$in": ["ben", "cy", "dee"]}}),
+        (Collection.GROUP_DAILY, {"group_id": "g2"}),
+        (Collection.GROUP_ROLLUPS, {"group_id": "g2"}),
+    ]
+    for collection, query in untouched:
+        assert mongo_db[collection].update_many(query, {"$set": {"mark": 1}}).modified_count
+    result = aggregate_days(test_settings, date(2026, 3, 9), last, user="ana", spark=spark)
+    assert result.user_days == mongo_db[Collection.USER_DAILY].count_documents(
+        {"user_id": "ana", "day": {"$gte": "2026-03-09", "$lte": str(last)}}
+    )
+    assert {d["group_id"] for d in mongo_db[Collection.GROUP_DAILY].find({"mark": None})} == {"g1"}
+    for collection, query in untouched:
+        assert mongo_db[collection].count_documents({**query, "mark": None}) == 0, collection
+        mongo_db[collection].update_many(query, {"$unset": {"mark": ""}})
+    scoped = snapshot(mongo_db, EVERYTHING)
+    for name in EVERYTHING:
+        mongo_db[name].delete_many({})
+    aggregate_days(test_settings, START, last, spark=spark)
+    full = snapshot(mongo_db, EVERYTHING)
+    assert scoped == full
+    march = [d for d in full[Collection.GROUP_DAILY] if d["_id"] == "g1:2026-03-15"]
+    assert march and "ana" in {e["user_id"] for e in march[0]["leaderboards"]["plays"]}
+
+
+def test_a_user_scope_names_a_known_user(
+    spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
+) -> None:
+    import pytest
+
+    from auxcord.errors import AuxcordError
+
+    seed(mongo_db)
+    with pytest.raises(AuxcordError, match="no user 'nobody'"):
+        aggregate_days(test_settings, START, START, user="nobody", spark=spark)

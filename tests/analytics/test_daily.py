@@ -171,7 +171,7 @@ def test_a_range_equals_its_days_one_by_one(frames: tuple[DataFrame, DataFrame])
 
     def days(first: date, last: date) -> tuple[list[Any], list[Any]]:
         users = days_after_history(history, first, last)
-        groups = group_daily_stats(history, users, memberships, first, last)
+        groups = group_daily_stats(users, memberships, first, last)
         return sorted(map(str, users.collect())), sorted(map(str, groups.collect()))
 
     whole = days(date(2026, 3, 7), date(2026, 3, 10))
@@ -190,7 +190,7 @@ def test_group_days_rank_members_and_find_shared_songs(frames: tuple[DataFrame, 
     expected = reference_user_days(make_plays())
     groups = {
         (r.group_id, r.day): r
-        for r in group_daily_stats(history, users, memberships, FIRST, LAST).collect()
+        for r in group_daily_stats(users, memberships, FIRST, LAST).collect()
     }
     plays = [p for p in make_plays() if p["item_type"] == "track"]
     for (group, day), row in groups.items():

@@ -3,6 +3,8 @@ aggregated by the same pipeline as ``auxcord import``; nobody else can see the i
 
 from __future__ import annotations
 
+import io
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +101,49 @@ def test_an_uploaded_export_is_reported_stored_and_aggregated(
     assert days == len(music_days) > 30, "every local day with music was aggregated"
     group_days = database[Collection.GROUP_DAILY].count_documents({"group_id": "up"})
     assert group_days == days, "the uploader's groups see the history too"
+
+
+def test_imports_are_queued_one_per_user_and_a_few_at_once(tmp_path: Path) -> None:
+    from api.imports import ImportJobs, UploadRefused
+    from auxcord.settings import load_settings
+
+    # No worker may run: every import stays queued, so the limits are all that acts.
+    jobs = ImportJobs(load_settings(data_dir=tmp_path), running=0, queued=2)
+    first = jobs.start("ana", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    assert first.view()["stage"] == "queued" and first.path.exists()
+    with pytest.raises(UploadRefused, match="previous import is still running"):
+        jobs.start("ana", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    jobs.start("ben", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    with pytest.raises(UploadRefused, match="busy importing other people"):
+        jobs.start("cy", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    assert len(list((tmp_path / "uploads").iterdir())) == 2, "a refused upload is not saved"
+    first.stage = "done"
+    jobs.start("cy", "my_spotify_data.zip", io.BytesIO(b"PK"))  # a place came free
+    with pytest.raises(UploadRefused, match="busy"):
+        jobs.start("ana", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    for job in jobs.jobs.values():
+        job.stage = "failed"
+    jobs.start("ana", "my_spotify_data.zip", io.BytesIO(b"PK"))  # her next one, once done
+
+
+def test_a_failed_storing_step_is_logged_not_shown(
+    uploader: tuple[str, Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    from api.imports import STORING_FAILED, ImportJobs
+
+    _, settings = uploader
+    secret = "mongodb://10.1.2.3:27017 in /srv/auxcord/private/path"
+    failing = (sys.executable, "-c", f"import sys; sys.exit({secret!r})")
+    jobs = ImportJobs(settings, store_command=failing)
+    with EXPORT.open("rb") as export:
+        job = jobs.start("uploader", EXPORT.name, export)
+    deadline = time.monotonic() + 300
+    while job.stage not in ("done", "failed"):
+        assert time.monotonic() < deadline, job.view()
+        time.sleep(0.2)
+    view = job.view()
+    assert view["stage"] == "failed" and view["error"] == STORING_FAILED
+    assert "10.1.2.3" not in repr(view) and "/srv/auxcord" not in repr(view)
+    assert view["report"]["accepted"] == 782, "the report of what was read is still shown"
+    assert any(secret in record.getMessage() for record in caplog.records), "logged instead"
+    assert not job.path.exists(), "the upload is removed"
