@@ -6,7 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from analytics.jobs import JOBS, run_job
+from analytics.pipeline_status import days_to_aggregate
+from auxcord.errors import AuxcordError
+from auxcord.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,3 +73,31 @@ def test_dag_folder_imports_cleanly_and_lightly(tmp_path: Path) -> None:
     # The recommendations follow the aggregates through the asset the daily task updates.
     assert report["outlets"] == report["scheduled_on"] == ["auxcord_daily_aggregates"]
     assert all(report["callbacks"].values())
+
+
+def test_a_run_aggregates_its_data_interval_day_or_the_range_its_conf_names() -> None:
+
+
+    scheduled = {"data_interval_start": datetime(2026, 3, 8, tzinfo=UTC),
+                 "logical_date": datetime(2026, 3, 8, tzinfo=UTC)}  # fmt: skip
+    assert days_to_aggregate(scheduled) == (date(2026, 3, 8), date(2026, 3, 8))
+    ranged = {**scheduled, "dag_run": SimpleNamespace(conf={"first": "2026-02-01",
+                                                             "last": "2026-02-28"})}  # fmt: skip
+    assert days_to_aggregate(ranged) == (date(2026, 2, 1), date(2026, 2, 28))
+    one = {"dag_run": SimpleNamespace(conf={"first": "2026-02-03"})}
+    assert days_to_aggregate(one) == (date(2026, 2, 3), date(2026, 2, 3))
+    # A manual run with no logical date and no interval: the last complete UTC day.
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    assert days_to_aggregate({"logical_date": None}) == (yesterday, yesterday)
+    with pytest.raises(AuxcordError, match="conf: first expects a date"):
+        days_to_aggregate({"dag_run": SimpleNamespace(conf={"first": "March"})})
+    with pytest.raises(AuxcordError, match="before first"):
+        days_to_aggregate({"dag_run": SimpleNamespace(conf={"first": "2026-02-03",
+                                                              "last": "2026-02-01"})})  # fmt: skip
+
+
+def test_jobs_are_named_once_and_an_unknown_name_is_one_clear_error() -> None:
+
+    assert set(JOBS) == {"aggregate_range", "recommend"}
+    with pytest.raises(AuxcordError, match="no batch job 'aggregate'; the jobs are"):
+        run_job("aggregate", load_settings())

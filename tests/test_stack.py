@@ -152,3 +152,19 @@ def test_port_held_by_another_process_is_named(private_stack: Settings) -> None:
     finally:
         holder.close()
         LocalStack(private_stack).down()
+
+
+def test_airflow_port_held_by_another_process_is_named_before_anything_starts(
+    private_stack: Settings,
+) -> None:
+    port = private_stack.port_of("airflow")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    try:
+        with pytest.raises(StackError, match=f"port {port} .*AUXCORD_AIRFLOW_URL"):
+            LocalStack(private_stack).up()
+        assert _our_processes(private_stack.data_dir) == []
+    finally:
+        holder.close()
+        LocalStack(private_stack).down()
