@@ -49,17 +49,35 @@ def aggregate_range(
     first: date,
     last: date,
     group: str | None = None,
+    user: str | None = None,
     source: Source = "mongodb",
     spark: SparkSession | None = None,
     on_step: Callable[[str], None] = lambda _: None,
 ) -> AggregateResult:
-    """User and group days for local days ``[first, last]``, then the rollups holding them
-    (``auxcord aggregate``, ``auxcord backfill``, the ``auxcord_daily`` DAG)."""
+    """User and group days for local days ``[first, last]`` (everyone's, one group's or one
+    user's with their groups), then the rollups holding them (``auxcord aggregate``,
+    ``auxcord backfill``, the ``auxcord_daily`` DAG)."""
     from analytics.aggregate import aggregate_days
 
     require_mongodb(settings)
     return aggregate_days(
-        settings, first, last, group=group, source=source, spark=spark, on_step=on_step
+        settings, first, last, group=group, user=user, source=source, spark=spark, on_step=on_step
+    )
+
+
+def reaggregate_after_import(
+    settings: Settings,
+    *,
+    user: str,
+    first: date,
+    last: date,
+    spark: SparkSession | None = None,
+    on_step: Callable[[str], None] = lambda _: None,
+) -> AggregateResult:
+    """The days a history import of ``user`` changed: their days, and their groups' days
+    rebuilt from the other members' stored ones (``auxcord import``, the upload page)."""
+    return aggregate_range(
+        settings, first=first, last=last, user=user, spark=spark, on_step=on_step
     )
 
 
@@ -78,8 +96,14 @@ def recommend(
     return run_recommendations(settings, n=n, seed=seed, spark=spark)
 
 
-def _aggregate_summary(settings: Settings, **params: Any) -> Summary:
-    result = aggregate_range(settings, **params)
+def _aggregate_summary(job: Callable[..., AggregateResult]) -> Callable[..., Summary]:
+    def summary(settings: Settings, **params: Any) -> Summary:
+        return _summary_of(job(settings, **params))
+
+    return summary
+
+
+def _summary_of(result: AggregateResult) -> Summary:
     return {
         "first": result.first.isoformat(),
         "last": result.last.isoformat(),
@@ -93,7 +117,8 @@ def _recommend_summary(settings: Settings, **params: Any) -> Summary:
 
 
 JOBS: dict[str, Callable[..., Summary]] = {
-    "aggregate_range": _aggregate_summary,
+    "aggregate_range": _aggregate_summary(aggregate_range),
+    "reaggregate_after_import": _aggregate_summary(reaggregate_after_import),
     "recommend": _recommend_summary,
 }
 """Every batch job by name, returning its summary."""

@@ -98,6 +98,6 @@ def test_a_run_aggregates_its_data_interval_day_or_the_range_its_conf_names() ->
 
 def test_jobs_are_named_once_and_an_unknown_name_is_one_clear_error() -> None:
 
-    assert set(JOBS) == {"aggregate_range", "recommend"}
+    assert set(JOBS) == {"aggregate_range", "reaggregate_after_import", "recommend"}
     with pytest.raises(AuxcordError, match="no batch job 'aggregate'; the jobs are"):
         run_job("aggregate", load_settings())

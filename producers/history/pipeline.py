@@ -179,7 +179,7 @@ def store_and_aggregate(
 ) -> StoreOutcome:
     """Deliver the import's plays, repair the gaps it covers, then re-aggregate its user's
     days (and their groups'); marks the import done."""
-    from analytics.aggregate import aggregate_days
+    from analytics.jobs import reaggregate_after_import
     from auxcord.spark import build_spark_session
 
     database = mongo_database(settings)
@@ -209,8 +209,13 @@ def store_and_aggregate(
             began = time.perf_counter()
             on_step(f"re-aggregating {days[0]} to {days[1]}")
             session = session or build_spark_session(settings, "auxcord-import")
-            outcome.aggregated = aggregate_days(
-                settings, days[0], days[1], user=report.user_id, spark=session, on_step=on_step
+            outcome.aggregated = reaggregate_after_import(
+                settings,
+                user=report.user_id,
+                first=days[0],
+                last=days[1],
+                spark=session,
+                on_step=on_step,
             )
             outcome.seconds["aggregated"] = time.perf_counter() - began
         ImportStateStore(database).mark(report.import_id, "aggregated", datetime.now(UTC))
