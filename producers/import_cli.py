@@ -63,25 +63,45 @@ def import_command(
     import resumes where it stopped. A Streaming History file of another Spotify account
     (its ``username``) is refused."""
     settings = get_settings()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-start") as starter:
-        spark = None if no_aggregate else starter.submit(_start_spark, settings)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-start") as pool:
+        spark = None if no_aggregate else _SparkStarter(settings, pool)
         try:
             _import(settings, paths, user, spark)
         finally:
-            # A JVM that failed to start has been reported by the step that needed it.
-            if spark is not None and spark.exception() is None:
-                spark.result().stop()
+            if spark is not None:
+                spark.stop()
 
 
-def _start_spark(settings: Settings) -> SparkSession:
-    from auxcord.spark import build_spark_session
-
-    return build_spark_session(settings, "auxcord-import")
+_SPARK_AFTER_ROWS = 1_000
 
 
-def _import(
-    settings: Settings, paths: list[Path], user: str, spark: Future[SparkSession] | None
-) -> None:
+class _SparkStarter:
+    """Starts Spark's JVM in the background once the export proves to be one: after
+    :data:`_SPARK_AFTER_ROWS` rows read, or when publishing starts. A file refused at once (a
+    bomb, the wrong format, a few bad rows) never pays for a JVM."""
+
+    def __init__(self, settings: Settings, pool: ThreadPoolExecutor) -> None:
+        self.settings, self.pool = settings, pool
+        self.future: Future[SparkSession] | None = None
+
+    def start(self) -> None:
+        from auxcord.spark import build_spark_session
+
+        if self.future is None:
+            self.future = self.pool.submit(build_spark_session, self.settings, "auxcord-import")
+
+    def session(self) -> SparkSession:
+        self.start()
+        assert self.future is not None
+        return self.future.result()
+
+    def stop(self) -> None:
+        # A JVM that failed to start has been reported by the step that needed it.
+        if self.future is not None and self.future.exception() is None:
+            self.future.result().stop()
+
+
+def _import(settings: Settings, paths: list[Path], user: str, spark: _SparkStarter | None) -> None:
     from producers.history import import_sources
     from producers.history.report import ImportRefused
     from producers.history.state import ImportStateStore
@@ -98,6 +118,8 @@ def _import(
         publishing = progress.add_task("publishing", total=None, visible=False)
 
         def on_progress(done: int, total: int | None) -> None:
+            if spark is not None and (total is not None or done >= _SPARK_AFTER_ROWS):
+                spark.start()
             if total is None:
                 progress.update(reading, completed=done)
                 return
@@ -131,7 +153,7 @@ def _import(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
     ) as progress:
         task = progress.add_task("starting Spark", total=None)
-        session = spark.result()
+        session = spark.session()
         outcome = store_and_aggregate(
             settings,
             report,
@@ -140,8 +162,7 @@ def _import(
         )
         progress.update(task, total=1, completed=1, description="done")
     console.print(f"plays stored ({outcome.delivery}) in {outcome.seconds['stored']:.1f} s")
-    if outcome.repaired_gaps:
-        console.print(f"repaired {outcome.repaired_gaps} gaps (spans of possibly missing plays)")
+    console.print(f"repaired {outcome.repaired_gaps} gaps (spans of possibly missing plays)")
     result = outcome.aggregated
     if result is None:
         console.print("No new days to aggregate.")
