@@ -31,6 +31,9 @@ NOT_FOUND = "Not found. If a friend sent you here, ask them for an invitation li
 SESSION_LIFETIME = timedelta(days=30)
 """How long a sign-in lasts, however often it is used (the cookie itself also lapses after two
 weeks unused)."""
+CLOCK_SKEW_S = 60.0
+"""A session signed in up to this far in the future still counts (web processes' clocks
+differ a little); further, it is a forgery or a broken clock."""
 SIGN_IN_FIELDS = ("user_id", "session_version", "signed_in_at")
 
 
@@ -85,7 +88,7 @@ def session_is_current(
         return False
     age = (time.time() if now is None else now) - signed_in_at
     current = session.get("session_version") == account.session_version
-    return current and -60 <= age < SESSION_LIFETIME.total_seconds()
+    return current and -CLOCK_SKEW_S <= age < SESSION_LIFETIME.total_seconds()
 
 
 _accounts_cache: TTLCache[tuple[str, str], LinkedAccount | None] = TTLCache(maxsize=4096, ttl=5)
