@@ -159,13 +159,13 @@ class Settings(BaseSettings):
     admin_users: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Spotify user ids that may open the admin/health page (comma-separated), for example the
     self-hoster's own account."""
+    metrics_token: SecretStr | None = None
+    """When set, ``/metrics`` answers only requests with ``Authorization: Bearer <token>``
+    (Prometheus' ``authorization`` scrape setting); unset or empty, it is public."""
     forwarded_allow_ips: str = "127.0.0.1"
     """Reverse proxies whose X-Forwarded-For/-Proto the web app believes (comma-separated
     addresses or networks, uvicorn's ``forwarded_allow_ips``); empty: none. Anyone else's
     headers are ignored, so a client cannot pick the address its sign-in attempts count to."""
-    metrics_token: SecretStr | None = None
-    """When set, ``/metrics`` answers only requests with ``Authorization: Bearer <token>``
-    (Prometheus' ``authorization`` scrape setting); unset or empty, it is public."""
 
     # Airflow
     airflow_url: str = "http://127.0.0.1:8080"
