@@ -28,7 +28,11 @@ def poll_command(
 
     settings = get_settings()
     parsed = parse_shard(shard)
-    config = PollerConfig(speed=settings.poller_speed, budget_per_app=settings.poller_budget)
+    config = PollerConfig(
+        speed=settings.poller_speed,
+        daily_budget=settings.spotify_daily_budget,
+        app_budget_30s=settings.poller_budget,
+    )
     owner = settings.poller_id or f"{socket.gethostname()}:{os.getpid()}"
     poller = Poller(settings, config, owner=owner, shard=parsed)
     stop = threading.Event()

@@ -1,26 +1,16 @@
-"""Per-user pollers: currently-playing for the live feed, recently-played for every play.
+"""Per-user pollers: the I/O around :mod:`producers.schedule`, which decides every call.
 
-Scheduling is adaptive and budgeted:
+This module holds what the plan must not: threads, leases, MongoDB, Kafka, spotipy and the
+clock. :class:`Poller` runs :class:`~producers.schedule.PollEngine` rounds on a thread pool when
+each user is due, keeps leases on a fair share of the users (several poller processes split
+them), and every :data:`BUDGET_SYNC_S` writes each developer account's calls to
+``spotify_budgets`` and reads the other pollers' (a lock is written at once), so a restarted
+poller keeps counting its calls and respects a lockout that is still running.
 
-- While a track plays, currently-playing is read again just after the track should end (from
-  its progress and duration), so most track changes cost one read each. Skips and pauses
-  cannot be predicted: :attr:`PollerConfig.track_cap_s` bounds how late they are seen. When
-  nothing plays it is read every :attr:`PollerConfig.idle_s`, and more rarely once a user has
-  been quiet for a while.
-- A track change or a stop means a play just finished. recently-played (the authoritative
-  record: only it says when a play ended and whether it lasted the 30 s that make it a play)
-  is read once several such plays have gathered, soon after playback stops, and in any case
-  every :attr:`PollerConfig.recent_max_s`: 50 plays of at least 30 s take 25 minutes, so the
-  50-item window can never overflow between two reads.
-- recently-played is read from ``cursor - overlap``: Spotify's list lags, and a late item may
-  carry an older played_at. Re-sent plays have the same event id, so they are harmless; ids
-  published recently by this process are not even re-sent.
-- Every Spotify app (client id) has a rolling 30 s budget shared by its users. A 429 pauses only
-  that app for its Retry-After; 5xx backs the user off with jitter; a dead refresh token drops
-  the user (marked needs_reauth by the client) while the others go on.
-
-Times in :class:`PollerConfig` are Spotify's (virtual) seconds; ``speed`` converts them to real
-seconds, which only matters against the simulator running faster than real time.
+Spotify calls go through one :class:`~auxcord.spotify.SpotifyUserClient` per user, sharing one
+HTTP connection pool per app and one in-process token cache. Times in the plan are Spotify
+seconds: real seconds times ``speed``, which only differs against a simulator running faster
+than real time.
 """
 
 from __future__ import annotations
@@ -28,115 +18,55 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import random
 import threading
 import time
 import zlib
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from auxcord.accounts import AccountStore, NotLinked
+from auxcord.accounts import AccountStore
 from auxcord.clients import kafka_producer, mongo_database
-from auxcord.errors import AuxcordError, InvalidEvent
-from auxcord.events import ListenEvent
+from auxcord.errors import AuxcordError
+from auxcord.events import ListenEvent, NowPlayingEvent
+from auxcord.gaps import GapCause, GapStore
 from auxcord.names import Topic
-from auxcord.ratelimit import RollingWindowLimiter
 from auxcord.settings import Settings
-from auxcord.spotify import NeedsReauth, RateLimited, SpotifyError, SpotifyUserClient
+from auxcord.spotify import SpotifyUserClient, TokenCache
 from auxcord.tokens import TokenCipher
-from producers.parse import (
-    NOTHING,
-    Playback,
-    listen_from_play_history,
-    now_playing_event,
-    playback_from_currently_playing,
-    state_change,
-)
-from producers.state import STALE_AFTER, LeaseStore, PollStateStore
+from producers.schedule import AccountBudget, PollEngine, PollerConfig, ReadState
+from producers.state import BudgetStore, LeaseStore, PollStateStore
 
 log = logging.getLogger(__name__)
 
-HEALTH_EVERY_S = STALE_AFTER.total_seconds() / 2
-"""Real seconds between two health writes from currently-playing reads alone: recently-played
-may be read only every twenty minutes, and a user is stale after ten without a good poll."""
+__all__ = ["Poller", "PollerConfig", "PollerMetrics", "hash_shard", "parse_shard"]
 
 _MAX_SLEEP_S = 0.25
 """The poll loop sleeps until the next user is due, but at most this long, so that a stop
 request (which cannot wake it) is noticed promptly."""
 
-
-@dataclass(frozen=True)
-class PollerConfig:
-    speed: float = 1.0
-    idle_s: float = 60.0
-    long_idle_s: float = 180.0
-    """currently-playing interval once nothing has played for ``long_idle_after_s``."""
-    long_idle_after_s: float = 30 * 60.0
-    active_s: float = 30.0
-    """currently-playing interval while paused, during an ad, or when a track's end cannot be
-    predicted; and the naive baseline's fixed interval."""
-    track_cap_s: float = 60.0
-    """Longest wait between two reads while a track plays: how late a skip or pause is seen."""
-    after_end_s: float = 1.0
-    """How long after a track's predicted end to look again, for the next one to have begun."""
-    between_tracks_s: float = 3.0
-    """Nothing playing right after a track: look again this much later before publishing a
-    stop, since tracks may be a few seconds apart and a read in the gap is no real stop."""
-    recent_max_s: float = 20 * 60.0
-    recent_after_stop_s: float = 5.0
-    plays_per_read: int = 3
-    overlap_s: float = 30 * 60.0
-    budget_per_app: int = 150
-    workers: int = 32
-    """Rounds run at once. They mostly wait on Spotify, Kafka and MongoDB, so a thousand users
-    need more threads than cores."""
-    users_refresh_s: float = 5.0
-    adaptive: bool = True
-    """False polls at fixed intervals (``active_s``, ``recent_max_s``): the naive baseline the
-    benchmark compares against."""
-
-    def real(self, spotify_seconds: float) -> float:
-        return spotify_seconds / self.speed
-
-
-@dataclass
-class UserSchedule:
-    next_playing: float = 0.0
-    next_recent: float = 0.0
-    playback: Playback = NOTHING
-    unread_plays: int = 0
-    last_heard: float = 0.0
-    """When something last played (monotonic), to slow down for long-idle users."""
-    errors: int = 0
-    recorded_at: float = -math.inf
-    """When a good poll was last written to MongoDB (monotonic)."""
-    looked_again: bool = False
-    """True while a stop seen right after a track waits for its second look."""
-    published: OrderedDict[str, None] = field(default_factory=OrderedDict)
-
-    @property
-    def due(self) -> float:
-        return min(self.next_playing, self.next_recent)
+BUDGET_SYNC_S = 30.0
+"""Real seconds between two writes of the accounts' calls to ``spotify_budgets``."""
 
 
 class PollerMetrics:
+    """The poller's own Prometheus registry (served on ``AUXCORD_POLLER_METRICS_PORT``)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.calls = Counter(
             "auxcord_spotify_calls", "Spotify API calls", ["endpoint"], registry=self.registry
         )
-        self.published = Counter(
+        self.published_events = Counter(
             "auxcord_events_published",
             "Events acknowledged by Kafka",
             ["topic"],
             registry=self.registry,
         )
-        self.rejected = Counter(
+        self.rejected_data = Counter(
             "auxcord_spotify_rejected",
             "Malformed Spotify data skipped",
             ["endpoint"],
@@ -152,24 +82,164 @@ class PollerMetrics:
             ["user_id"],
             registry=self.registry,
         )
+        account = ["account"]
+        self.calls_24h = Gauge(
+            "auxcord_spotify_calls_24h",
+            "Spotify calls of a developer account in the last 24 h (every poller's)",
+            account,
+            registry=self.registry,
+        )
+        self.budget = Gauge(
+            "auxcord_spotify_daily_budget",
+            "Calls per rolling 24 h the pollers allow a developer account",
+            account,
+            registry=self.registry,
+        )
+        self.locked_until = Gauge(
+            "auxcord_spotify_locked_until",
+            "Unix time a QUOTA_EXCEEDED lockout of the account ends (0: not locked)",
+            account,
+            registry=self.registry,
+        )
+        self.exhaustion = Gauge(
+            "auxcord_spotify_budget_exhaustion",
+            "Unix time the budget runs out at the last hour's rate (0: it lasts the day)",
+            account,
+            registry=self.registry,
+        )
+
+    # producers.schedule.Observer
+
+    def call(self, endpoint: str, calls: int) -> None:
+        self.calls.labels(endpoint).inc(calls)
+
+    def published(self, topic: str, count: int) -> None:
+        self.published_events.labels(topic).inc(count)
+
+    def rejected(self, endpoint: str) -> None:
+        self.rejected_data.labels(endpoint).inc()
+
+    def error(self, kind: str) -> None:
+        self.errors.labels(kind).inc()
 
 
-class AppBudgets:
-    """Per-app call budgets over a rolling 30 s, and 429 pauses, shared by the app's users."""
+class SpeedClock:
+    """Spotify seconds: the wall clock times the poller's speed."""
 
-    def __init__(self, budget: int) -> None:
-        self._limiter = RollingWindowLimiter(budget)
-        self._paused_until: dict[str, float] = {}
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
 
-    def acquire(self, client_id: str, now: float) -> float:
-        """0 if a call may go now (and counts it), else the seconds until the app may call."""
-        paused = self._paused_until.get(client_id, 0.0) - now
-        if paused > 0:
-            return paused
-        return self._limiter.admit(client_id, now)
+    def now(self) -> float:
+        return time.time() * self.speed
 
-    def pause(self, client_id: str, seconds: float, now: float) -> None:
-        self._paused_until[client_id] = max(self._paused_until.get(client_id, 0.0), now + seconds)
+
+class SpotifyClients:
+    """The plan's Spotify port: one client per user, one connection pool per app, one token
+    cache for the process."""
+
+    def __init__(self, settings: Settings, accounts: AccountStore, pool_size: int) -> None:
+        self.settings, self.accounts, self.pool_size = settings, accounts, pool_size
+        self.tokens = TokenCache(accounts)
+        self._sessions: dict[str, requests.Session] = {}
+        self._clients: dict[str, SpotifyUserClient] = {}
+        self._lock = threading.Lock()
+
+    def _session(self, client_id: str) -> requests.Session:
+        with self._lock:
+            session = self._sessions.get(client_id)
+            if session is None:
+                session = self._sessions[client_id] = requests.Session()
+                # A pooled connection per worker; with requests' default of ten, the other
+                # workers' connections would be dropped after each call and opened again.
+                adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.pool_size)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+            return session
+
+    def client(self, user_id: str) -> SpotifyUserClient:
+        client = self._clients.get(user_id)
+        if client is None:
+            account = self.accounts.get(user_id)
+            session = self._session(account.client_id) if account else None
+            client = SpotifyUserClient(self.settings, self.accounts, user_id, session, self.tokens)
+            self._clients[user_id] = client
+        return client
+
+    def forget(self, user_id: str) -> None:
+        self._clients.pop(user_id, None)
+        self.tokens.forget(user_id)
+
+    def client_of(self, user_id: str) -> str:
+        return self.client(user_id).client_id
+
+    def refresh_due(self, user_id: str) -> bool:
+        return self.client(user_id).refresh_due()
+
+    def currently_playing(self, user_id: str) -> dict[str, Any] | None:
+        return self.client(user_id).currently_playing()
+
+    def recently_played(self, user_id: str, after_ms: int | None) -> dict[str, Any]:
+        return self.client(user_id).recently_played(after_ms=after_ms, limit=50)
+
+
+class KafkaSink:
+    """The plan's event sink: now-playing sent without waiting, plays acknowledged."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = kafka_producer(settings)
+
+    def now_playing(self, user_id: str, event: NowPlayingEvent) -> None:
+        topic = self.settings.topic(Topic.NOW_PLAYING)
+        self.producer.send(topic, key=user_id.encode(), value=event.to_json())
+
+    def listens(self, user_id: str, events: list[ListenEvent]) -> None:
+        topic = self.settings.topic(Topic.LISTENS)
+        futures = [
+            self.producer.send(topic, key=user_id.encode(), value=event.to_json())
+            for event in events
+        ]
+        # Waiting on our own futures, not flush(): flush waits for every thread's records.
+        for future in futures:
+            future.get(timeout=30)
+
+
+class StoredState:
+    """The plan's state port: ``poll_state`` and ``gaps``, with Spotify seconds converted."""
+
+    def __init__(
+        self, states: PollStateStore, gaps: GapStore, metrics: PollerMetrics, speed: float
+    ) -> None:
+        self.states, self.gaps, self.metrics, self.speed = states, gaps, metrics, speed
+
+    def read_state(self, user_id: str) -> ReadState:
+        reads = self.states.reads(user_id)
+        read_at = reads.read_at.timestamp() * self.speed if reads.read_at else None
+        return ReadState(reads.cursor_ms, read_at, reads.needs_reauth)
+
+    def record_success(
+        self, user_id: str, *, lag_s: float | None, cursor_ms: int | None, read_at: float | None
+    ) -> None:
+        now = datetime.now(UTC)
+        self.states.record_success(
+            user_id, now, lag_s=lag_s, cursor_ms=cursor_ms, recent_read=read_at is not None
+        )
+        self.metrics.last_success.labels(user_id).set(now.timestamp())
+
+    def record_error(self, user_id: str, error: str) -> None:
+        self.states.record_error(user_id, datetime.now(UTC), error)
+
+    def count_rejected(self, user_id: str, reason: str) -> None:
+        self.states.count_rejected(user_id, reason)
+
+    def record_gap(self, user_id: str, start_ms: int, end_ms: int, cause: GapCause) -> None:
+        self.gaps.record(
+            user_id,
+            start=datetime.fromtimestamp(start_ms / 1000, UTC),
+            end=datetime.fromtimestamp(end_ms / 1000, UTC),
+            cause=cause,
+            now=datetime.now(UTC),
+        )
 
 
 class Poller:
@@ -181,22 +251,28 @@ class Poller:
         self.settings, self.config, self.owner, self.shard = settings, config, owner, shard
         database = mongo_database(settings)
         self.accounts = AccountStore(database, TokenCipher(settings.secret_key_value()))
-        self.states = PollStateStore(database)
         self.leases = LeaseStore(database, owner)
-        self.budgets = AppBudgets(config.budget_per_app)
+        self.budget_store = BudgetStore(database, owner)
+        gaps = GapStore(database)
+        gaps.ensure_indexes()
         self.metrics = PollerMetrics()
-        self.producer = kafka_producer(settings)
-        self.schedules: dict[str, UserSchedule] = {}
-        self.clients: dict[str, SpotifyUserClient] = {}
-        self._session = requests.Session()
-        # A pooled connection per worker; with requests' default of ten, the other workers'
-        # connections are dropped after each call and opened again.
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=config.workers)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self.spotify = SpotifyClients(settings, self.accounts, config.workers)
+        self.sink = KafkaSink(settings)
+        self.clock = SpeedClock(config.speed)
+        self.engine = PollEngine(
+            config,
+            spotify=self.spotify,
+            sink=self.sink,
+            state=StoredState(PollStateStore(database), gaps, self.metrics, config.speed),
+            clock=self.clock,
+            observer=self.metrics,
+            account_of=settings.developer_account_of,
+        )
+        self._loaded: set[str] = set()
+        self._written_locks: dict[str, float | None] = {}
         self._in_flight: set[str] = set()
-        # Users waiting for their next round, by due time (monotonic): the loop sleeps until the
-        # first is due instead of scanning every user on a fixed tick.
+        # Users waiting for their next round, by due time (Spotify seconds): the loop sleeps
+        # until the first is due instead of scanning every user on a fixed tick.
         self._queue: list[tuple[float, str]] = []
         self._queued: set[str] = set()
         self._wakeup = threading.Event()
@@ -208,12 +284,18 @@ class Poller:
         """Poll until ``stop`` is set; ``once`` does one full round of every owned user."""
         self._refresh_users()
         if once:
-            for user_id in list(self.schedules):
-                self.poll_playing(user_id)
-                self.poll_recent(user_id)
-            self.producer.flush()
+            for user_id in list(self.engine.plans):
+                try:
+                    self.engine.poll_playing(user_id)
+                    if user_id in self.engine.plans:
+                        self.engine.poll_recent(user_id)
+                except Exception:  # one user's problem ends neither the round nor the process
+                    log.exception("poll failed", extra={"user_id": user_id})
+            self.sink.producer.flush()
+            self.sync_budgets()
             return
         next_refresh = time.monotonic() + self.config.users_refresh_s
+        next_sync = time.monotonic() + BUDGET_SYNC_S
         with ThreadPoolExecutor(self.config.workers, thread_name_prefix="poll") as pool:
             while not stop.is_set():
                 # Cleared before looking, so a round that finishes meanwhile still wakes us.
@@ -222,23 +304,28 @@ class Poller:
                 if now >= next_refresh:
                     self._refresh_users()
                     next_refresh = now + self.config.users_refresh_s
-                for user_id in self._take_due(now):
+                if now >= next_sync or self._lock_changed():
+                    self.sync_budgets()
+                    next_sync = now + BUDGET_SYNC_S
+                for user_id in self._take_due(self.clock.now()):
                     pool.submit(self._round, user_id)
+                until_due = (self._next_due() - self.clock.now()) / self.config.speed
                 self._wakeup.wait(
-                    max(0.0, min(next_refresh, self._next_due(), now + _MAX_SLEEP_S) - now)
+                    max(0.0, min(next_refresh - now, until_due, _MAX_SLEEP_S, next_sync - now))
                 )
-        self.producer.flush()
+        self.sink.producer.flush()
+        self.sync_budgets()
         self.leases.release_all()
 
     def _enqueue(self, user_id: str) -> None:
-        schedule = self.schedules.get(user_id)
-        if schedule is None:
+        plan = self.engine.plans.get(user_id)
+        if plan is None:
             return
         with self._lock:
             if user_id in self._queued or user_id in self._in_flight:
                 return
             self._queued.add(user_id)
-            heapq.heappush(self._queue, (schedule.due, user_id))
+            heapq.heappush(self._queue, (plan.due, user_id))
         self._wakeup.set()
 
     def _take_due(self, now: float) -> list[str]:
@@ -248,7 +335,7 @@ class Poller:
             while self._queue and self._queue[0][0] <= now:
                 _, user_id = heapq.heappop(self._queue)
                 self._queued.discard(user_id)
-                if user_id in self.schedules:
+                if user_id in self.engine.plans:
                     self._in_flight.add(user_id)
                     due.append(user_id)
         return due
@@ -259,21 +346,16 @@ class Poller:
 
     def _round(self, user_id: str) -> None:
         try:
-            now = time.monotonic()
-            schedule = self.schedules.get(user_id)
-            if schedule is None:
-                return
-            if now >= schedule.next_playing:
-                self.poll_playing(user_id)
-            if now >= schedule.next_recent:
-                self.poll_recent(user_id)
+            self.engine.round(user_id)
         except Exception:  # a poller never dies of one user's problem
             log.exception("poll failed", extra={"user_id": user_id})
             self.metrics.errors.labels("unexpected").inc()
-            self._back_off(user_id)
+            self.engine.back_off(user_id)
         finally:
             with self._lock:
                 self._in_flight.discard(user_id)
+            if user_id not in self.engine.plans:
+                self.spotify.forget(user_id)
             self._enqueue(user_id)
 
     def _refresh_users(self) -> None:
@@ -281,15 +363,15 @@ class Poller:
 
         The share is the users divided by the live pollers: a poller that joins gets users
         released to it, and the users of one that dies are claimed once their leases lapse.
+        Each account's budget is paced to this poller's share of the account's users.
         """
         now = datetime.now(UTC)
         self.leases.heartbeat(now)
         index, count = self.shard
-        candidates = [
-            a.user_id for a in self.accounts.list_active() if hash_shard(a.user_id, count) == index
-        ]
+        active = self.accounts.list_active()
+        candidates = [a.user_id for a in active if hash_shard(a.user_id, count) == index]
         share = math.ceil(len(candidates) / max(1, self.leases.live_pollers(now)))
-        held = self.leases.renew([user for user in candidates if user in self.schedules], now)
+        held = self.leases.renew([user for user in candidates if user in self.engine.plans], now)
         owned: set[str] = set()
         # Users we already poll come first, so a rebalance moves as few as possible.
         for user_id in sorted(candidates, key=lambda user: (user not in held, user)):
@@ -299,222 +381,102 @@ class Poller:
                 continue
             if user_id in held or self.leases.claim(user_id, now):
                 owned.add(user_id)
-                if user_id not in self.schedules:
-                    self.schedules[user_id] = UserSchedule()
-                    self._enqueue(user_id)
-        for user_id in set(self.schedules) - owned:
-            self.schedules.pop(user_id, None)
-            self.clients.pop(user_id, None)
+                if user_id not in self.engine.plans:
+                    self._add_user(user_id)
+        for user_id in set(self.engine.plans) - owned:
+            self.engine.drop_user(user_id)
+            self.spotify.forget(user_id)
         self.metrics.users.set(len(owned))
+        users_of: dict[str, int] = {}
+        for linked in active:
+            account = self.settings.developer_account_of(linked.client_id)
+            users_of[account] = users_of.get(account, 0) + 1
+        for account, budget in self.engine.budgets.items():
+            budget.share = min(1.0, budget.users / max(1, users_of.get(account, 1)))
 
-    def _client(self, user_id: str) -> SpotifyUserClient:
-        client = self.clients.get(user_id)
-        if client is None:
-            client = SpotifyUserClient(self.settings, self.accounts, user_id, self._session)
-            self.clients[user_id] = client
-        return client
+    def _add_user(self, user_id: str) -> None:
+        account = self.settings.developer_account_of(self.spotify.client_of(user_id))
+        budget = self.engine.budget(account)
+        if account not in self._loaded:
+            self._load_budget(budget)
+        self.engine.add_user(user_id)
+        self._enqueue(user_id)
 
-    def _spend(self, user_id: str) -> float:
-        """0 if a call may go now, else the (real) seconds until the user's app may call."""
-        client = self._client(user_id)
-        return self.budgets.acquire(client.client_id, time.monotonic())
+    # Budgets in MongoDB
 
-    # One endpoint each
+    def _load_budget(self, budget: AccountBudget) -> None:
+        """A restarted poller's own calls and a lockout still running (by any poller)."""
+        stored = self.budget_store.load(budget.account_id)
+        now = self.clock.now()
+        budget.seed(stored.own_hours, now)
+        budget.set_others(self._other_calls(stored.others))
+        if stored.locked_until is not None:
+            until = stored.locked_until.timestamp() * self.config.speed
+            if until > now and budget.lock(now, until, stored.lock_reason or "QUOTA_EXCEEDED"):
+                log.warning(
+                    "developer account still locked out; no call until the lock ends",
+                    extra={
+                        "account_id": budget.account_id,
+                        "until": stored.locked_until.isoformat(),
+                    },
+                )
+        self._written_locks[budget.account_id] = budget.locked_until
+        self._loaded.add(budget.account_id)
 
-    def poll_playing(self, user_id: str) -> None:
-        schedule = self.schedules[user_id]
-        if wait := self._spend(user_id):
-            schedule.next_playing = time.monotonic() + wait
-            return
-        self.metrics.calls.labels("currently-playing").inc()
-        try:
-            payload = self._client(user_id).currently_playing()
-            current = playback_from_currently_playing(payload)
-        except InvalidEvent as exc:
-            self._rejected(user_id, "currently-playing", exc.reason)
-            schedule.next_playing = time.monotonic() + self.config.real(self.config.active_s)
-            return
-        except SpotifyError as exc:
-            self._failed(user_id, exc)
-            return
-        now = time.monotonic()
-        if self._between_tracks(schedule, current):
-            schedule.next_playing = now + self.config.real(self.config.between_tracks_s)
-            return
-        self._publish_change(user_id, schedule, current)
-        if now - schedule.recorded_at > HEALTH_EVERY_S:
-            self._record_success(user_id, schedule)
-        schedule.playback = current
-        if current.is_playing:
-            schedule.last_heard = now
-        quiet = self.config.speed * (now - schedule.last_heard)
-        schedule.next_playing = now + self.config.real(
-            playing_interval(self.config, current, quiet)
+    @staticmethod
+    def _other_calls(hours: list[tuple[int, int]]) -> list[tuple[float, int]]:
+        # Counted at the end of their hour: they leave the window no earlier than they should.
+        return [((hour + 1) * 3600.0, count) for hour, count in hours]
+
+    def _lock_changed(self) -> bool:
+        return any(
+            self._written_locks.get(account) != budget.locked_until
+            for account, budget in self.engine.budgets.items()
         )
 
-    def _between_tracks(self, schedule: UserSchedule, current: Playback) -> bool:
-        """Whether nothing playing just after a track deserves a second look before a stop.
-
-        Reads land just after a track's predicted end, and the next track may begin a second or
-        two later: publishing a stop there, then a start, would flicker the live feed and spend
-        a recently-played read on a session that has not ended.
-        """
-        suspect = (
-            self.config.adaptive
-            and schedule.playback.is_playing
-            and current.item_key is None
-            and not schedule.looked_again
-        )
-        schedule.looked_again = suspect
-        return suspect
-
-    def _publish_change(self, user_id: str, schedule: UserSchedule, current: Playback) -> None:
-        change = state_change(schedule.playback, current)
-        if change is None:
-            return
-        event = now_playing_event(user_id, change, current, datetime.now(UTC))
-        self.producer.send(
-            self.settings.topic(Topic.NOW_PLAYING), key=user_id.encode(), value=event.to_json()
-        )
-        self.metrics.published.labels(Topic.NOW_PLAYING.value).inc()
-        if self.config.adaptive and change in ("track_changed", "stopped"):
-            # A play just finished: fetch it soon after a session ends, or once several gathered.
-            schedule.unread_plays += 1
-            soon = change == "stopped" or schedule.unread_plays >= self.config.plays_per_read
-            wait = self.config.recent_after_stop_s if soon else self.config.recent_max_s
-            schedule.next_recent = min(
-                schedule.next_recent, time.monotonic() + self.config.real(wait)
+    def sync_budgets(self) -> None:
+        """Write each account's figures and this poller's hours; read the other pollers'."""
+        now = self.clock.now()
+        wall = datetime.now(UTC)
+        for account, budget in list(self.engine.budgets.items()):
+            stored = self.budget_store.load(account)
+            budget.set_others(self._other_calls(stored.others))
+            if stored.locked_until is not None:
+                until = stored.locked_until.timestamp() * self.config.speed
+                if until > now:
+                    budget.lock(now, until, stored.lock_reason or "QUOTA_EXCEEDED")
+            snapshot = budget.snapshot(now)
+            self.budget_store.save(
+                account,
+                client_ids=[
+                    app.client_id
+                    for app in self.settings.spotify_apps
+                    if app.account_id == account
+                ]
+                or [account],
+                budget=snapshot.budget,
+                calls_24h=snapshot.calls_24h,
+                refused_24h=snapshot.refused_24h,
+                locked_until=self._wall(snapshot.locked_until),
+                lock_reason=snapshot.lock_reason,
+                projected_exhaustion_at=self._wall(snapshot.projected_exhaustion),
+                own_hours=snapshot.hours,
+                now=wall,
+            )
+            self._written_locks[account] = budget.locked_until
+            self.metrics.calls_24h.labels(account).set(snapshot.calls_24h)
+            self.metrics.budget.labels(account).set(snapshot.budget)
+            locked = self._wall(snapshot.locked_until)
+            self.metrics.locked_until.labels(account).set(locked.timestamp() if locked else 0)
+            exhaustion = self._wall(snapshot.projected_exhaustion)
+            self.metrics.exhaustion.labels(account).set(
+                exhaustion.timestamp() if exhaustion else 0
             )
 
-    def poll_recent(self, user_id: str) -> None:
-        schedule = self.schedules[user_id]
-        cursor = self.states.cursor(user_id)
-        after = None if cursor is None else max(0, cursor - int(self.config.overlap_s * 1000))
-        events: list[ListenEvent] = []
-        newest = cursor or 0
-        while True:
-            if wait := self._spend(user_id):
-                schedule.next_recent = time.monotonic() + wait
-                return
-            self.metrics.calls.labels("recently-played").inc()
-            try:
-                page = self._client(user_id).recently_played(after_ms=after, limit=50)
-            except SpotifyError as exc:
-                self._failed(user_id, exc)
-                return
-            items = page.get("items") if isinstance(page, dict) else None
-            if not isinstance(items, list):
-                self._rejected(user_id, "recently-played", "items missing or not a list")
-                break
-            for item in items:
-                try:
-                    event = listen_from_play_history(user_id, item)
-                except InvalidEvent as exc:
-                    self._rejected(user_id, "recently-played", exc.reason)
-                    continue
-                events.append(event)
-                newest = max(newest, int(event.played_at.timestamp() * 1000))
-            # With `after`, Spotify returns the oldest plays after the cursor first: page on.
-            if after is None or len(items) < 50 or newest <= after:
-                break
-            after = newest
-        fresh = [e for e in events if e.event_id not in schedule.published]
-        futures = [
-            self.producer.send(
-                self.settings.topic(Topic.LISTENS), key=user_id.encode(), value=e.to_json()
-            )
-            for e in fresh
-        ]
-        # Waiting on our own futures, not flush(): flush waits for every thread's records.
-        try:
-            for future in futures:
-                future.get(timeout=30)
-        except Exception as exc:
-            log.warning(
-                "Kafka did not acknowledge; cursor kept",
-                extra={"user_id": user_id, "error": str(exc)},
-            )
-            self.metrics.errors.labels("kafka").inc()
-            self._back_off(user_id)
-            return
-        for event in fresh:
-            schedule.published[event.event_id] = None
-        while len(schedule.published) > 500:
-            schedule.published.popitem(last=False)
-        self.metrics.published.labels(Topic.LISTENS.value).inc(len(fresh))
-        moment = datetime.now(UTC)
-        lag = (moment.timestamp() * 1000 - newest) / 1000 if newest else None
-        self._record_success(user_id, schedule, lag_s=lag, cursor_ms=newest or None)
-        schedule.unread_plays = 0
-        schedule.errors = 0
-        # A little earlier than the longest safe wait, at random: users read together (all of
-        # them, after a restart) drift apart instead of queueing up every twenty minutes.
-        wait = self.config.recent_max_s * random.uniform(0.9, 1.0)  # noqa: S311
-        schedule.next_recent = time.monotonic() + self.config.real(wait)
-
-    def _record_success(
-        self,
-        user_id: str,
-        schedule: UserSchedule,
-        *,
-        lag_s: float | None = None,
-        cursor_ms: int | None = None,
-    ) -> None:
-        now = datetime.now(UTC)
-        self.states.record_success(user_id, now, lag_s=lag_s, cursor_ms=cursor_ms)
-        self.metrics.last_success.labels(user_id).set(now.timestamp())
-        schedule.recorded_at = time.monotonic()
-
-    # Failures
-
-    def _rejected(self, user_id: str, endpoint: str, reason: str) -> None:
-        log.warning(
-            "skipped malformed Spotify data",
-            extra={"user_id": user_id, "endpoint": endpoint, "reason": reason},
-        )
-        self.metrics.rejected.labels(endpoint).inc()
-        self.states.count_rejected(user_id, f"{endpoint}: {reason}")
-
-    def _failed(self, user_id: str, exc: SpotifyError) -> None:
-        now = time.monotonic()
-        if isinstance(exc, RateLimited):
-            self.metrics.errors.labels("rate_limited").inc()
-            self.budgets.pause(exc.client_id, exc.retry_after, now)
-            return
-        if isinstance(exc, NeedsReauth | NotLinked):
-            self.metrics.errors.labels("needs_reauth").inc()
-            self.schedules.pop(user_id, None)
-            self.clients.pop(user_id, None)
-            self.states.record_error(user_id, datetime.now(UTC), "needs_reauth")
-            return
-        self.metrics.errors.labels("spotify").inc()
-        self.states.record_error(user_id, datetime.now(UTC), str(exc))
-        self._back_off(user_id)
-
-    def _back_off(self, user_id: str) -> None:
-        schedule = self.schedules.get(user_id)
-        if schedule is None:
-            return
-        schedule.errors += 1
-        delay = min(300.0, 2.0**schedule.errors) * random.uniform(0.5, 1.0)  # noqa: S311
-        later = time.monotonic() + self.config.real(delay)
-        schedule.next_playing = max(schedule.next_playing, later)
-        schedule.next_recent = max(schedule.next_recent, later)
-
-
-def playing_interval(config: PollerConfig, current: Playback, quiet_s: float) -> float:
-    """Spotify seconds until the next currently-playing read, after it showed ``current``.
-
-    ``quiet_s`` is how long (Spotify seconds) nothing has played.
-    """
-    if not config.adaptive:
-        return config.active_s
-    if current.item_key is None:
-        return config.long_idle_s if quiet_s > config.long_idle_after_s else config.idle_s
-    remaining = current.remaining_ms
-    if not current.is_playing or remaining is None:
-        return config.active_s
-    return min(config.track_cap_s, remaining / 1000 + config.after_end_s)
+    def _wall(self, spotify_seconds: float | None) -> datetime | None:
+        if spotify_seconds is None:
+            return None
+        return datetime.fromtimestamp(spotify_seconds / self.config.speed, UTC)
 
 
 def hash_shard(user_id: str, count: int) -> int:
