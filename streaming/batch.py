@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pyspark.sql import types as T
@@ -56,6 +58,9 @@ SLICE_RESULT = T.StructType(
     ]
 )
 
+_WRITES_AHEAD = 2
+"""Parsed batches that may wait for the MongoDB writer (each at most Arrow's batch size)."""
+
 # Python workers are reused across tasks, so clients (and their connection pools) are too.
 _clients: dict[str, tuple[Database[dict[str, Any]], Bucket]] = {}
 
@@ -70,9 +75,13 @@ def _clients_for(settings: Settings) -> tuple[Database[dict[str, Any]], Bucket]:
 
 
 def store_slices(
-    settings: Settings, run_id: str, batch_id: int, sinks: frozenset[Sink]
+    settings: Settings, run_id: str, batch_id: int, sinks: frozenset[Sink], *, rerun: bool
 ) -> Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The ``mapInArrow`` function that parses and stores one task's records."""
+    """The ``mapInArrow`` function that parses and stores one task's records.
+
+    ``rerun``: the driver cannot rule out that this batch ran before (see
+    :meth:`streaming.job.BatchWriter.may_have_run`); a retried task counts as a re-run too.
+    """
 
     def store(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
@@ -91,15 +100,22 @@ def store_slices(
         # A re-run batch is planned into the same slices in the same order, so the task's
         # partition id names the same slice again.
         task = context.partitionId() if context is not None else 0
-        writer = SliceWriter(settings, SliceTag(run_id, batch_id, task), sinks)
-        for batch in batches:
-            if batch.num_rows:
-                # Each batch is stored as it arrives, so MongoDB writes overlap the reading.
-                writer.add(parse_batch(batch, event_of_topic, schema))
-        if writer.records:
-            result = writer.finish()
-            result["seconds"] = time.perf_counter() - started
-            yield pa.RecordBatch.from_pylist([result], schema=_slice_result_schema())
+        # A retried task may have stored part of its slice. (Its stage is never retried as a
+        # whole: reading, coalescing and writing a batch has no shuffle to lose.)
+        retried = context is not None and context.attemptNumber() > 0
+        writer = SliceWriter(
+            settings, SliceTag(run_id, batch_id, task), sinks, rerun=rerun or retried
+        )
+        try:
+            for batch in batches:
+                if batch.num_rows:
+                    writer.add(parse_batch(batch, event_of_topic, schema))
+            if writer.records:
+                result = writer.finish()
+                result["seconds"] = time.perf_counter() - started
+                yield pa.RecordBatch.from_pylist([result], schema=_slice_result_schema())
+        finally:
+            writer.close()
 
     return store
 
@@ -116,46 +132,62 @@ class SliceWriter:
     Order matters for crash safety: MongoDB listens first (marking the events this slice stores
     first), then, once the slice is read, the GCS objects of exactly those events. A crash
     anywhere re-runs the whole batch, and each step is safe to repeat (see streaming.sinks).
+
+    MongoDB writes run on one thread of their own, in order, while the task reads and parses
+    the next records: the local server is the slowest step, so it should never wait for us.
+    One thread, because SecantusDB livelocks on concurrent bulk inserts into one collection.
+    At most :data:`_WRITES_AHEAD` tables wait for it, which bounds the slice's memory.
     """
 
-    def __init__(self, settings: Settings, tag: SliceTag, sinks: frozenset[Sink]) -> None:
+    def __init__(
+        self, settings: Settings, tag: SliceTag, sinks: frozenset[Sink], *, rerun: bool
+    ) -> None:
         self.db, self.bucket = _clients_for(settings)
         self.tag = tag
         self.sinks = sinks
+        self.rerun = rerun
         self.seen: set[str] = set()
-        self.fresh: list[pa.Table] = []
         self.offsets: dict[tuple[str, int], tuple[int, int]] = {}
         self.newest: datetime | None = None
-        self.records = self.listens = self.now_playing = self.dead_letters = 0
+        self.records = self.listens = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mongodb-sink")
+        self._writes: list[Future[_Stored]] = []
 
     def add(self, batch: ParsedBatch) -> None:
+        """Queue one parsed batch for MongoDB; waits only when the writer is far behind."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from streaming.sinks import (
-            store_dead_letters,
-            store_listens,
-            store_now_playing,
-            unique_listens,
-        )
+        from streaming.sinks import unique_listens
 
         parsed = pa.Table.from_batches([batch.records])
         self._track_offsets(parsed)
         listens, documents = unique_listens(batch, self.seen)
         self.listens += listens.num_rows
-        # Without MongoDB (a benchmark of the GCS sink alone) every listen is new.
-        fresh = (
-            store_listens(self.db, listens, documents, self.tag)
-            if "mongodb" in self.sinks
-            else listens
-        )
-        self.fresh.append(fresh)
-        if "mongodb" in self.sinks:
-            self.now_playing += store_now_playing(self.db, parsed)
-        self.dead_letters += store_dead_letters(self.db, parsed, self.tag.batch_id)
         newest = pc.max(parsed["kafka_timestamp"]).as_py()
         if self.newest is None or newest > self.newest:
             self.newest = newest
+        pending = [write for write in self._writes if not write.done()]
+        if len(pending) >= _WRITES_AHEAD:
+            wait(pending[:1])
+        for write in self._writes:
+            if write.done():
+                write.result()  # a failed write fails the task now, not after the whole slice
+        self._writes.append(self._writer.submit(self._store, parsed, listens, documents))
+
+    def _store(
+        self, parsed: pa.Table, listens: pa.Table, documents: list[dict[str, Any]]
+    ) -> _Stored:
+        from streaming.sinks import store_dead_letters, store_listens, store_now_playing
+
+        if "mongodb" not in self.sinks:
+            # A benchmark of the GCS sink alone: every listen is new.
+            return _Stored(listens, 0, store_dead_letters(self.db, parsed, self.tag.batch_id))
+        return _Stored(
+            store_listens(self.db, listens, documents, self.tag, rerun=self.rerun),
+            store_now_playing(self.db, parsed),
+            store_dead_letters(self.db, parsed, self.tag.batch_id),
+        )
 
     def _track_offsets(self, parsed: pa.Table) -> None:
         self.records += parsed.num_rows
@@ -168,12 +200,14 @@ class SliceWriter:
             self.offsets[key] = (min(low, row["offset_min"]), max(high, row["offset_max"]))
 
     def finish(self) -> dict[str, Any]:
-        """Write the slice's new listens to GCS; return the counts for the driver."""
+        """Wait for MongoDB, then write the slice's new listens to GCS; return the counts for
+        the driver. A failed MongoDB write raises here, before anything reaches GCS."""
         import pyarrow as pa
 
         from streaming.sinks import write_raw_listens
 
-        fresh = pa.concat_tables(self.fresh) if self.fresh else None
+        stored = [write.result() for write in self._writes]
+        fresh = pa.concat_tables([part.fresh for part in stored]) if stored else None
         objects: list[str] = []
         if "gcs" in self.sinks and fresh is not None and fresh.num_rows:
             objects = write_raw_listens(self.bucket, fresh, self.tag)
@@ -185,9 +219,24 @@ class SliceWriter:
             "records": self.records,
             "listens": self.listens,
             "new_listens": fresh.num_rows if fresh is not None else 0,
-            "now_playing": self.now_playing,
-            "dead_letters": self.dead_letters,
+            "now_playing": sum(part.now_playing for part in stored),
+            "dead_letters": sum(part.dead_letters for part in stored),
             "objects": len(objects),
             "newest_record": self.newest,
             "seconds": 0.0,
         }
+
+    def close(self) -> None:
+        """Stop the writer thread (after finishing its queue: a task that failed part-way
+        leaves nothing running behind it)."""
+        self._writer.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What MongoDB took of one parsed batch."""
+
+    fresh: pa.Table
+    """The listens this slice stored first (all of them without the MongoDB sink)."""
+    now_playing: int
+    dead_letters: int

@@ -102,6 +102,8 @@ class BatchWriter:
         self.sinks = sinks
         self.db = mongo_database(settings)
         self.totals = BatchResult(batch_id=-1)
+        self.last_batch: int | None = None
+        """The last batch this writer ran (None before the first)."""
         status = self.db[Collection.PIPELINE_STATUS].find_one({"_id": "stream"}) or {}
         self.partition_ends: dict[tuple[str, int], tuple[int, int]] = {
             (item["topic"], item["partition"]): (item["end"], item["batch_id"])
@@ -113,7 +115,9 @@ class BatchWriter:
         from streaming.batch import SLICE_RESULT, store_slices
 
         started = time.perf_counter()
-        store = store_slices(self.settings, self.run_id, batch_id, self.sinks)
+        rerun = self.may_have_run(batch_id)
+        self.last_batch = batch_id
+        store = store_slices(self.settings, self.run_id, batch_id, self.sinks, rerun=rerun)
         # Spark's built-in Kafka source makes a task per partition; this caps it the same way.
         slices = (
             records.coalesce(self.settings.stream_tasks).mapInArrow(store, SLICE_RESULT).collect()
@@ -123,6 +127,16 @@ class BatchWriter:
         for row in slices:
             result.add(row)
         self._report(result)
+
+    def may_have_run(self, batch_id: int) -> bool:
+        """Whether ``batch_id`` may have been attempted before, in part.
+
+        Spark re-runs an uncommitted batch only when a query starts (from its checkpoint's
+        offset log), and a failed batch stops the query. So a query's first batch may be a
+        re-run, and every later one is new: its slices need not ask MongoDB which duplicate
+        listens they stored themselves, because they stored none yet.
+        """
+        return self.last_batch is None or batch_id <= self.last_batch
 
     def _check_offsets(self, batch_id: int, slices: list[Row]) -> None:
         """Report a partition whose offsets went back: the broker lost data (a restart of the

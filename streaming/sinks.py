@@ -101,10 +101,21 @@ def pa_table_from_struct(column: pa.Array | pa.ChunkedArray) -> pa.Table:
 
 
 def store_listens(
-    db: Database[dict[str, Any]], listens: pa.Table, documents: list[dict[str, Any]], tag: SliceTag
+    db: Database[dict[str, Any]],
+    listens: pa.Table,
+    documents: list[dict[str, Any]],
+    tag: SliceTag,
+    *,
+    rerun: bool,
 ) -> pa.Table:
     """Store listens (as ``documents``, row for row) in MongoDB; return the rows of those this
-    slice stored first."""
+    slice stored first.
+
+    The bulk insert's duplicate-key errors name the listens already stored. On a slice's first
+    attempt none of them can be its own, so that answer is complete: one round trip per chunk,
+    no lookups. Only a ``rerun`` (the batch or the task may have run before) asks MongoDB which
+    duplicates an earlier attempt of this same slice stored.
+    """
     import pyarrow as pa
 
     ingest = str(tag)
@@ -115,20 +126,30 @@ def store_listens(
     duplicates = insert_new(collection, documents)
     if not duplicates:
         return listens
-    # A duplicate is ours if an earlier attempt of this same slice stored it. One lookup per
-    # duplicate: duplicates are rare (a re-run batch, a re-sent event), and the local MongoDB
-    # server answers a large $in in time proportional to the list, far slower than this.
-    ours = set()
-    for index in duplicates:
-        stored = collection.find_one({"_id": documents[index]["_id"]}, {"ingest": 1})
-        if stored is not None and stored.get("ingest") == ingest:
-            ours.add(documents[index]["_id"])
+    ours = (
+        _stored_by(collection, [documents[i]["_id"] for i in duplicates], ingest)
+        if rerun
+        else set()
+    )
     keep = [
         index
         for index in range(len(documents))
         if index not in duplicates or documents[index]["_id"] in ours
     ]
     return listens.take(pa.array(keep, pa.int64()))
+
+
+def _stored_by(
+    collection: MongoCollection[dict[str, Any]], ids: list[str], ingest: str
+) -> set[str]:
+    """Which of ``ids`` the slice ``ingest`` stored. One lookup per id: the local MongoDB
+    server answers a large ``$in`` in time proportional to the list, far slower than this."""
+    ours = set()
+    for event_id in ids:
+        stored = collection.find_one({"_id": event_id}, {"ingest": 1})
+        if stored is not None and stored.get("ingest") == ingest:
+            ours.add(event_id)
+    return ours
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from auxcord.clients import gcs_client, kafka_producer, mongo_database
@@ -48,6 +50,25 @@ def now_playing(user: str, observed_at: datetime, track: str) -> NowPlayingEvent
     )
 
 
+def kafka_batch(topic: str, values: list[bytes], first_offset: int = 0) -> pa.RecordBatch:
+    """``values`` as the Kafka source hands them to a task: one partition, offsets in order."""
+    from streaming.kafka_source import KAFKA_COLUMNS
+
+    now = datetime.now(UTC)
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([b"key"] * len(values), pa.binary()),
+            pa.array(values, pa.binary()),
+            pa.array([topic] * len(values), pa.string()),
+            pa.array([0] * len(values), pa.int32()),
+            pa.array(range(first_offset, first_offset + len(values)), pa.int64()),
+            pa.array([now] * len(values), pa.timestamp("us", "UTC")),
+            pa.array([0] * len(values), pa.int32()),
+        ],
+        names=KAFKA_COLUMNS.fieldNames(),
+    )
+
+
 def produce(settings: Settings, topic: Topic, messages: Iterable[tuple[bytes, bytes]]) -> int:
     producer = kafka_producer(settings)
     sent = 0
@@ -76,6 +97,16 @@ def raw_parquet_ids(settings: Settings) -> list[str]:
         table = pq.read_table(io.BytesIO(blob.download_as_bytes()))
         ids.extend(table["event_id"].to_pylist())
     return ids
+
+
+def assert_exactly_once(settings: Settings, expected: set[str]) -> None:
+    """MongoDB and the raw Parquet in GCS each hold exactly ``expected``, once each."""
+    stored = stored_listen_ids(settings)
+    assert len(stored) == len(set(stored)) and set(stored) == expected
+    parquet = raw_parquet_ids(settings)
+    doubled = [event_id for event_id, n in Counter(parquet).items() if n > 1]
+    assert not doubled, f"{len(doubled)} events are twice in GCS"
+    assert set(parquet) == expected
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

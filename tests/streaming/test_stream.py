@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -20,12 +19,11 @@ from auxcord.settings import Settings
 from devtools.stack import LocalStack
 from streaming.job import start_stream
 from tests.streaming.helpers import (
+    assert_exactly_once,
     listen,
     now_playing,
     produce,
     produce_listens,
-    raw_parquet_ids,
-    stored_listen_ids,
     wait_for,
 )
 
@@ -37,15 +35,6 @@ def drain(spark: SparkSession, settings: Settings) -> None:
     query, _ = start_stream(spark, settings, available_now=True)
     query.awaitTermination(timeout=300)
     assert query.exception() is None
-
-
-def assert_exactly_once(settings: Settings, expected: set[str]) -> None:
-    stored = stored_listen_ids(settings)
-    assert len(stored) == len(set(stored)) and set(stored) == expected
-    parquet = raw_parquet_ids(settings)
-    doubled = [event_id for event_id, n in Counter(parquet).items() if n > 1]
-    assert not doubled, f"{len(doubled)} events are twice in GCS"
-    assert set(parquet) == expected
 
 
 def test_poison_is_dead_lettered_and_the_query_keeps_running(
