@@ -81,20 +81,35 @@ def test_for_you_says_when_recommendations_were_made(world: World) -> None:
         assert recommended is not None
         made = recommended["generated_at"]
         ran = datetime.now(UTC) - timedelta(hours=3, minutes=10)
-        last_run = {"_id": "recommendations:test", "kind": "recommendations", "run_id": "test",
-                    "generated_at": ran}  # fmt: skip
+        last_run = {
+            "_id": "recommendations:test",
+            "kind": "recommendations",
+            "run_id": "test",
+            "generated_at": ran,
+            "fallback": "only one member has listened so far",
+        }
         database[Collection.MODEL_RUNS].insert_one(last_run)
         try:
             with browser(world, "ana") as client:
                 ana = html.unescape(client.get("/groups/g1/recommendations").text)
             with browser(world, "dee") as client:
                 dee = html.unescape(client.get("/groups/g2/recommendations").text)
+                # The run gave dee the group's favourites: the page says so, and why.
+                database[Collection.RECOMMENDATIONS].insert_one(
+                    {"_id": "test:dee", "run_id": "test", "user_id": "dee", "generated_at": ran,
+                     "cold_start": True, "items": [{"rank": 1, "track_id": "t1",
+                     "track_name": "Track 1", "artist_name": "Artist 1", "friends": []}]}
+                )  # fmt: skip
+                baseline = html.unescape(client.get("/groups/g2/recommendations").text)
         finally:
             database[Collection.MODEL_RUNS].delete_one({"_id": last_run["_id"]})
+            database[Collection.RECOMMENDATIONS].delete_one({"_id": "test:dee"})
     assert local_time(made, ZONES["ana"], "%a %d %b %H:%M") in ana
     assert "remade after each day's aggregates" in ana
     assert "No recommendations yet" in dee and "The last run was 3 h 10 min ago" in dee
     assert "03:30" not in ana + dee and "nightly" not in ana + dee
+    assert "while auxcord learns your taste (only one member has listened so far)" in baseline
+    assert local_time(ran, ZONES["dee"], "%a %d %b %H:%M") in baseline
 
 
 def test_a_gap_shows_on_its_owners_profile_only_until_an_import_repairs_it(world: World) -> None:
