@@ -41,14 +41,26 @@ class PollWorld:
 
 @contextmanager
 def poll_world_at(
-    test_settings: Settings, speed: float, **overrides: object
+    test_settings: Settings,
+    speed: float,
+    *,
+    daily_quota: int | None = None,
+    days_back: int = 3,
+    **overrides: object,
 ) -> Iterator[PollWorld]:
-    """Eight linked simulated users, their own Kafka topics, and time running at ``speed``."""
+    """Eight linked simulated users (four on each of two apps, each app its own developer
+    account), their own Kafka topics, and time running at ``speed``."""
     # Virtual time starts in the past so that, running fast, it never passes real time:
     # auxcord rejects plays from the future as implausible.
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_back)
     config = SimulatorConfig(
-        users=8, days=1, seed=33, speed=speed, rate_budget=100_000, start=start
+        users=8,
+        days=1,
+        seed=33,
+        speed=speed,
+        rate_budget=100_000,
+        start=start,
+        daily_quota=daily_quota,
     )
     with run_simulator_in_thread(config) as sim:
         port = free_port()
@@ -143,8 +155,8 @@ def expected_ids(rows: list[dict[str, Any]]) -> set[str]:
     }
 
 
-def finish_and_compare(world: PollWorld, start_ms: int, at_least: int) -> None:
-    """Freeze time, read what is left, and compare Kafka with the ground truth."""
+def read_the_rest(world: PollWorld) -> None:
+    """Freeze time and read what is left with one ``auxcord poll --once``."""
     world.sim.control("clock", {"speed": 0})
     once = subprocess.run(
         [sys.executable, "-c", "from cli.main import main; main()", "poll", "--once"],
@@ -154,6 +166,11 @@ def finish_and_compare(world: PollWorld, start_ms: int, at_least: int) -> None:
         check=False,
     )
     assert once.returncode == 0, once.stderr.decode()[-2000:]
+
+
+def finish_and_compare(world: PollWorld, start_ms: int, at_least: int) -> None:
+    """Read what is left, and compare Kafka with the ground truth."""
+    read_the_rest(world)
     truth = world.sim.ground_truth()
     published = [ListenEvent.from_json(v) for v in drain(world.settings, Topic.LISTENS)]
     got = {event.event_id for event in published}
@@ -219,7 +236,10 @@ def test_revoked_user_needs_reauth_while_others_flow(poll_world: PollWorld) -> N
         poller.terminate()
         poller.wait(timeout=30)
     database = mongo_database(poll_world.settings)
-    assert database["users"].find_one({"_id": revoked})["needs_reauth"] is True
+    revoked_user = database["users"].find_one({"_id": revoked})
+    assert revoked_user is not None and revoked_user["needs_reauth"] is True
+    # 2026's /me has no country: sign-in stores none, and polling does not need it.
+    assert {user.get("country") for user in database["users"].find()} == {None}
     polled = {
         doc["_id"] for doc in database["poll_state"].find({"last_success_at": {"$gt": started}})
     }
@@ -297,3 +317,125 @@ def test_two_pollers_share_users_and_one_takes_over_within_a_minute(
                     poller.wait(timeout=30)
         print(f"takeover after {took:.1f} s")
         finish_and_compare(world, start_ms, at_least=30)
+
+
+QUOTA_SPEED = 1800.0
+"""Half a virtual hour per real second: hours of polling in seconds, while a round that starts
+a little late (a loaded machine) is still far inside the 25 minutes the window allows."""
+
+
+def quota_stats(world: PollWorld) -> dict[str, Any]:
+    stats: dict[str, Any] = world.sim.control("stats", method="GET")
+    return stats
+
+
+def test_pollers_stay_inside_a_small_daily_quota_and_miss_no_play(
+    test_settings: Settings,
+) -> None:
+    budget, quota = 300, 350
+    with poll_world_at(
+        test_settings, QUOTA_SPEED, daily_quota=quota, spotify_daily_budget=budget
+    ) as world:
+        start_ms = world.sim.clock.now_ms()
+        poller = start_poller(world.settings)
+        try:
+            # Twelve virtual hours: half a day of four friends on each developer account.
+            wait_for(
+                lambda: world.sim.clock.now_ms() - start_ms > 12 * 3_600_000,
+                poller,
+                "the virtual clock stalled",
+            )
+        finally:
+            stop(poller)
+        stats = quota_stats(world)
+        accounts = stats["developer_accounts"]
+        assert set(accounts) == {"auxcord-local", "second-app"}
+        for account, figures in accounts.items():
+            assert 0 < figures["calls_24h"] <= budget, (account, figures)
+        assert not stats.get("refused", {}).get("quota_exceeded")
+        # The pollers' own count agrees with Spotify's (both count token refreshes).
+        database = mongo_database(world.settings)
+        for document in database["spotify_budgets"].find():
+            assert document["calls_24h"] <= budget
+            assert document["calls_24h"] >= 0.9 * accounts[document["_id"]]["calls_24h"]
+        finish_and_compare(world, start_ms, at_least=30)
+
+
+def test_quota_exceeded_stops_that_account_until_retry_after_and_records_its_gaps(
+    test_settings: Settings,
+) -> None:
+    with poll_world_at(test_settings, QUOTA_SPEED) as world:
+        sim = world.sim
+        start_ms = sim.clock.now_ms()
+        database = mongo_database(world.settings)
+        locked_users = {
+            doc["_id"] for doc in database["users"].find({"client_id": "auxcord-local"})
+        }
+        poller = start_poller(world.settings)
+        try:
+            wait_for(
+                lambda: database["poll_state"].count_documents({"cursor_ms": {"$gt": 0}}) == 8,
+                poller,
+                "not every user was read",
+            )
+            sim.control("faults", {"quota_lock": {"account": "auxcord-local", "hours": 14}})
+            locked_at = sim.clock.now_ms()
+            # A binge while locked out: 80 forced tracks about 50 virtual seconds apart, far more
+            # than the 50 plays recently-played holds.
+            binger = sorted(locked_users)[0]
+            for _ in range(80):
+                sim.control(f"users/{binger}/play")
+                time.sleep(50 / QUOTA_SPEED)
+            wait_for(
+                lambda: bool(database["spotify_budgets"].find_one({"locked_until": {"$ne": None}})),
+                poller,
+                "the lockout was never written to spotify_budgets",
+            )
+            document = database["spotify_budgets"].find_one({"_id": "auxcord-local"})
+            assert document is not None and document["lock_reason"] == "QUOTA_EXCEEDED"
+            refused = quota_stats(world)["refused"]["quota_exceeded"]
+            other_before = quota_stats(world)["developer_accounts"]["second-app"]["calls_24h"]
+            # Most of the lockout: the locked account calls no more, the other goes on.
+            wait_for(
+                lambda: sim.clock.now_ms() - locked_at > 12 * 3_600_000,
+                poller,
+                "the virtual clock stalled",
+                timeout=180,
+            )
+            during = quota_stats(world)
+            assert during["refused"]["quota_exceeded"] == refused, "no call before Retry-After"
+            other_after = during["developer_accounts"]["second-app"]["calls_24h"]
+            assert other_after > other_before + 20, "the other developer account kept polling"
+            # After the lock: the locked users are read again, and the binge's losses found.
+            wait_for(
+                lambda: database["gaps"].count_documents({}) > 0
+                and sim.clock.now_ms() - locked_at > 16 * 3_600_000,
+                poller,
+                "no gap was recorded after the lockout",
+                timeout=180,
+            )
+        finally:
+            stop(poller)
+        gaps = list(database["gaps"].find())
+        assert {gap["cause"] for gap in gaps} == {"quota_lockout"}
+        assert {gap["user_id"] for gap in gaps} == {binger}
+        # Every play lost is inside a gap of its user, and every gap holds a lost play.
+        read_the_rest(world)
+        truth = [r for r in sim.ground_truth() if r["listed"] and r["played_at_ms"] > start_ms]
+        got = {ListenEvent.from_json(v).event_id for v in drain(world.settings, Topic.LISTENS)}
+        lost = [r for r in truth if expected_ids([r]) - got]
+        spans = [
+            (g["user_id"], g["start"].timestamp() * 1000, g["end"].timestamp() * 1000)
+            for g in gaps
+        ]
+        assert lost, "the lockout lost plays (else this test shows nothing)"
+        for row in lost:
+            assert row["user_id"] in locked_users
+            assert any(
+                user == row["user_id"] and begin < row["played_at_ms"] < end
+                for user, begin, end in spans
+            ), row
+        for user, begin, end in spans:
+            assert any(
+                row["user_id"] == user and begin < row["played_at_ms"] < end for row in lost
+            ), "a gap where nothing was lost"
