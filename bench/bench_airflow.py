@@ -25,6 +25,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from bench_stack import group_usage, timed_up  # run as bench/bench_airflow.py
+
 from analytics.jobs import aggregate_range
 from api.airflow import FINISHED, AirflowClient
 from auxcord.clients import mongo_database
@@ -36,7 +38,6 @@ from devtools.stack import AIRFLOW_SERVICES, LocalStack, settings_on_free_ports
 USERS = {"ana": "America/New_York", "ben": "Europe/Berlin", "cy": "UTC", "dee": "Asia/Tokyo",
          "eve": "Australia/Sydney"}  # fmt: skip
 DAYS = 14
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def seed(settings: Settings, last: date) -> None:
@@ -64,31 +65,6 @@ def seed(settings: Settings, last: date) -> None:
                 ).to_document()
             )  # fmt: skip
     database[Collection.LISTENS].insert_many(documents)
-
-
-def group_usage(pgids: list[int]) -> tuple[float, float]:
-    """(RSS in MB, CPU seconds so far) of every process whose process group is in ``pgids``."""
-    rss_kb, ticks = 0, 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) not in pgids:
-                continue
-            ticks += int(stat[11]) + int(stat[12])  # utime + stime
-            for line in (proc / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss_kb += int(line.split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return rss_kb / 1024, ticks / CLOCK_TICKS
-
-
-def timed_up(stack: LocalStack) -> float:
-    started = time.perf_counter()
-    stack.up()
-    return time.perf_counter() - started
 
 
 def dag_run_s(client: AirflowClient, day: date) -> tuple[float, float]:

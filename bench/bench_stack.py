@@ -10,6 +10,7 @@ Targets (issue 2): warm ≤ 5 s, idle RSS ≤ 600 MB.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -17,29 +18,34 @@ from pathlib import Path
 
 from devtools.stack import LocalStack, settings_on_free_ports
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-def _timed_up(stack: LocalStack) -> float:
+
+def timed_up(stack: LocalStack) -> float:
+    """Seconds ``stack.up()`` takes to all-ready."""
     started = time.perf_counter()
     stack.up()
     return time.perf_counter() - started
 
 
-def _group_rss_mb(pids: list[int]) -> float:
-    """Resident memory of every process whose process group is one of ``pids``."""
-    total_kb = 0
+def group_usage(pgids: list[int]) -> tuple[float, float]:
+    """(RSS in MB, CPU seconds so far) of every process whose process group is in ``pgids``:
+    a server and whatever it forked (Airflow's workers, tasks and their Spark drivers)."""
+    rss_kb, ticks = 0, 0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) not in pids:
+            if int(stat[2]) not in pgids:
                 continue
+            ticks += int(stat[11]) + int(stat[12])  # utime + stime
             for line in (proc / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
+                    rss_kb += int(line.split()[1])
         except (OSError, IndexError, ValueError):
             continue
-    return total_kb / 1024
+    return rss_kb / 1024, ticks / CLOCK_TICKS
 
 
 def main() -> None:
@@ -52,11 +58,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             stack = LocalStack(settings_on_free_ports(Path(tmp)), airflow=False)
             try:
-                cold.append(_timed_up(stack))
+                cold.append(timed_up(stack))
                 time.sleep(5)
-                rss.append(_group_rss_mb(list(stack.pids())))
+                rss.append(group_usage(list(stack.pids()))[0])
                 stack.down()
-                warm.append(_timed_up(stack))
+                warm.append(timed_up(stack))
             finally:
                 stack.down()
 
