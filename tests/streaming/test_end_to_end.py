@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,11 +40,23 @@ def test_every_play_reaches_mongodb_and_gcs_exactly_once(
         ensure_bucket(settings)
         world = PollWorld(polled.sim, settings)
         start_ms = world.sim.clock.now_ms()
+        started = datetime.fromtimestamp(start_ms / 1000, UTC)
+        listens = mongo_database(settings)[Collection.LISTENS]
         query, _ = start_stream(spark, settings)
         try:
             poller = start_poller(settings)
             try:
-                time.sleep(12)
+                # Until plays that finished after the start have gone all the way through.
+                wait_for(
+                    lambda: (
+                        listens.count_documents({"played_at": {"$gt": started}}) >= 50
+                        or poller.poll() is not None
+                    ),
+                    180,
+                    "fifty new plays in MongoDB",
+                )
+                if poller.poll() is not None:
+                    raise AssertionError(f"the poller died: {poller.communicate()[1][-2000:]!r}")
             finally:
                 poller.terminate()
                 poller.wait(timeout=30)

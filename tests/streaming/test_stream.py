@@ -8,15 +8,17 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from auxcord.clients import ensure_topics, mongo_database
+from auxcord.clients import mongo_database
 from auxcord.names import Collection, Topic
 from auxcord.settings import Settings
-from devtools.stack import LocalStack
+from devtools.stack import LocalStack, free_port
 from streaming.job import start_stream
 from tests.streaming.helpers import (
     assert_exactly_once,
@@ -28,6 +30,7 @@ from tests.streaming.helpers import (
 )
 
 if TYPE_CHECKING:
+    from pymongo.database import Database
     from pyspark.sql import SparkSession
 
 
@@ -113,55 +116,90 @@ def test_now_playing_keeps_the_newest_state(spark: SparkSession, stream_settings
     )
 
 
+SMALL_ARROW_BATCHES = {
+    # A micro-batch reaches its task in Arrow batches of 100 records, so it is stored in ten
+    # inserts, and most of its time is spent part-way through them.
+    "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.execution.arrow.maxRecordsPerBatch=100 pyspark-shell"
+}
+
+
 def start_stream_process(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", "from cli.main import main; main()", "stream", *args],
-        env={**os.environ, **settings.as_environment()},
+        env={**os.environ, **settings.as_environment(), **SMALL_ARROW_BATCHES},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # SIGKILL reaches Spark's JVM and Python workers too
     )
 
 
+def batch_in_flight(db: Database[dict[str, Any]], checkpoint: Path) -> int | None:
+    """A batch that has stored listens in MongoDB but that Spark has not committed yet."""
+    newest = db[Collection.LISTENS].find_one({}, {"ingest": 1}, sort=[("ingest", -1)])
+    if newest is None:
+        return None
+    batch = int(newest["ingest"].split("-")[1])  # run-batch-task, see SliceTag
+    return None if (checkpoint / "commits" / str(batch)).exists() else batch
+
+
 def test_exactly_once_through_sigkill_mid_batch(stream_settings: Settings) -> None:
-    settings = stream_settings.model_copy(update={"stream_max_rows_per_trigger": 20_000})
-    events = [listen(n, users=50, spacing_s=0.2) for n in range(100_000)]
+    settings = stream_settings.model_copy(update={"stream_max_rows_per_trigger": 1_000})
+    events = [listen(n, users=50, spacing_s=0.2) for n in range(4_000)]
     produce_listens(settings, events)
     db = mongo_database(settings)
+    checkpoint = Path(settings.stream_checkpoint)
     first = start_stream_process(settings)
+    in_flight: list[int] = []
     try:
-        # Kill while the second batch is being written: some of its listens are stored,
-        # some not, and its GCS objects may be half there.
-        wait_for(
-            lambda: db[Collection.LISTENS].count_documents({}) > 25_000 or first.poll() is not None,
-            240,
-            "the stream to be part-way through",
-        )
-        assert first.poll() is None, first.stderr.read().decode()[-3000:] if first.stderr else ""
-        os.killpg(first.pid, signal.SIGKILL)
+        # Kill while a batch is being written: some of its listens are stored, perhaps all,
+        # its GCS objects may be half there, and Spark has not committed it. The re-run must
+        # find the listens this batch stored itself and put them in GCS.
+        def caught() -> bool:
+            batch = batch_in_flight(db, checkpoint)
+            if batch is not None:
+                os.killpg(first.pid, signal.SIGKILL)
+                in_flight.append(batch)
+            return batch is not None or first.poll() is not None
+
+        wait_for(caught, 300, "a batch part-way through")
+        assert in_flight, first.stderr.read().decode()[-3000:] if first.stderr else ""
         first.wait(timeout=30)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    stored_before = db[Collection.LISTENS].count_documents({})
-    assert 0 < stored_before < 100_000, "the kill landed mid-stream"
+    assert not (checkpoint / "commits" / str(in_flight[0])).exists(), "killed before the commit"
+    assert 0 < db[Collection.LISTENS].count_documents({}) < len(events)
     second = start_stream_process(settings, "--available-now")
     _, stderr = second.communicate(timeout=600)
     assert second.returncode == 0, stderr.decode()[-3000:]
     assert_exactly_once(settings, {event.event_id for event in events})
 
 
-def restart_kafka(settings: Settings) -> None:
-    """Stop the session's broker and start it again: it comes back empty. Starting it
-    provisions the unprefixed topics again, which later tests of the session rely on."""
-    stack = LocalStack(settings.model_copy(update={"kafka_topic_prefix": ""}))
-    stack.down(only="kafka")
+@pytest.fixture
+def private_kafka(
+    stream_settings: Settings, tmp_path: Path
+) -> Iterator[tuple[Settings, LocalStack]]:
+    """``stream_settings`` on a Kafka broker of this test's own, which it may restart without
+    disturbing the session's shared one."""
+    settings = stream_settings.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "data_dir": tmp_path / "kafka"}
+    )
+    stack = LocalStack(settings, airflow=False)
+    # Only the broker: MongoDB and GCS stay the session's.
+    stack.services = tuple(service for service in stack.services if service.name == "kafka")
     stack.up()
+    try:
+        yield settings, stack
+    finally:
+        stack.down()
 
 
 def test_broker_restart_is_reported_and_new_data_still_flows(
-    spark: SparkSession, stream_settings: Settings, caplog: pytest.LogCaptureFixture
+    spark: SparkSession,
+    private_kafka: tuple[Settings, LocalStack],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    stream_settings, broker = private_kafka
     # The reset is logged just after its batch's listens are stored, so the level is set for
     # the whole test, and the test waits for the record of it, not only for the listens.
     caplog.set_level(logging.WARNING, logger="streaming.job")
@@ -171,8 +209,9 @@ def test_broker_restart_is_reported_and_new_data_still_flows(
     query, _ = start_stream(spark, stream_settings)
     try:
         wait_for(lambda: db[Collection.LISTENS].count_documents({}) == 300, 120, "first listens")
-        restart_kafka(stream_settings)
-        ensure_topics(stream_settings)
+        # It comes back empty, and starting it creates the topics anew.
+        broker.down()
+        broker.up()
         # Fewer records than before the restart, so their offsets are all "old" ones.
         after = [listen(n) for n in range(10_000, 10_120)]
         produce_listens(stream_settings, after)
