@@ -5,13 +5,15 @@ answers 404 unless the signed-in user belongs to that group, whether the group e
 Anonymous visitors of a page are sent to sign in first (and brought back afterwards); anonymous
 API clients get the same 404 as strangers.
 
-A session is signed in while it is younger than :data:`SESSION_LIFETIME` and carries the
-account's current ``session_version``: "sign out everywhere" increments the version, so a copied
-cookie stops working without the browser's help.
+A session is signed in while it is younger than :data:`SESSION_LIFETIME`, carries the
+account's current ``session_version`` and was not signed out: "sign out everywhere" increments
+the version, and signing out records the session's id with the account, so a copied cookie
+stops working without the browser's help.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -34,7 +36,7 @@ weeks unused)."""
 CLOCK_SKEW_S = 60.0
 """A session signed in up to this far in the future still counts (web processes' clocks
 differ a little); further, it is a forgery or a broken clock."""
-SIGN_IN_FIELDS = ("user_id", "session_version", "signed_in_at")
+SIGN_IN_FIELDS = ("user_id", "session_version", "signed_in_at", "session_id")
 
 
 class SignInRequired(Exception):
@@ -66,19 +68,22 @@ def get_groups(request: Request) -> GroupStore:
 def signed_in_session(
     user_id: str, session_version: int, now: float | None = None
 ) -> dict[str, Any]:
-    """The session fields that sign ``user_id`` in at the account's ``session_version`` (the
-    sign-in callback sets them; benchmarks and tests make cookies with them)."""
+    """The session fields that sign ``user_id`` in at the account's ``session_version``, with
+    a new session id (the sign-in callback sets them; benchmarks and tests make cookies with
+    them)."""
     return {
         "user_id": user_id,
         "session_version": session_version,
         "signed_in_at": time.time() if now is None else now,
+        "session_id": secrets.token_urlsafe(16),
     }
 
 
 def session_is_current(
     session: Mapping[str, Any], account: LinkedAccount | None, now: float | None = None
 ) -> bool:
-    """Whether ``session`` still signs ``account`` in: same version, not expired.
+    """Whether ``session`` still signs ``account`` in: same version, not expired, not signed
+    out.
 
     A session from before versions existed carries none and is refused: such a cookie may be
     exactly the stolen one this check is for.
@@ -87,7 +92,10 @@ def session_is_current(
     if account is None or not isinstance(signed_in_at, int | float):
         return False
     age = (time.time() if now is None else now) - signed_in_at
-    current = session.get("session_version") == account.session_version
+    current = (
+        session.get("session_version") == account.session_version
+        and session.get("session_id") not in account.ended_sessions
+    )
     return current and -CLOCK_SKEW_S <= age < SESSION_LIFETIME.total_seconds()
 
 

@@ -5,10 +5,13 @@ so the encryption of tokens cannot be forgotten in one place. Documents look lik
 
     {_id: spotify user id, display_name, country, timezone, client_id,
      tokens: {access_token: <ciphertext>, refresh_token: <ciphertext>, expires_at, scope},
-     needs_reauth: bool, needs_reauth_reason, linked_at, updated_at, session_version}
+     needs_reauth: bool, needs_reauth_reason, linked_at, updated_at, session_version,
+     ended_sessions: [session id, ...]}
 
 ``session_version`` is copied into each signed-in browser's session; "sign out everywhere"
-increments it, and every session carrying an older version stops working.
+increments it, and every session carrying an older version stops working. Signing out one
+browser adds its session's id to ``ended_sessions`` (the newest few are kept), so a copy of
+that cookie stops working too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from auxcord.tokens import TokenCipher
 
 USERS_PER_APP = 5
 """Spotify development-mode apps admit five users each."""
+ENDED_SESSIONS_KEPT = 50
+"""Signed-out session ids kept per account: more sign-outs than this within a session's
+lifetime would let the oldest signed-out cookie work again."""
 
 
 class AppsFull(AuxcordError):
@@ -48,6 +54,7 @@ class LinkedAccount:
     client_id: str
     needs_reauth: bool
     session_version: int = 0
+    ended_sessions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ def _account(document: dict[str, Any]) -> LinkedAccount:
         client_id=document["client_id"],
         needs_reauth=bool(document.get("needs_reauth")),
         session_version=int(document.get("session_version") or 0),
+        ended_sessions=frozenset(document.get("ended_sessions") or ()),
     )
 
 
@@ -195,6 +203,13 @@ class AccountStore:
                     "updated_at": datetime.now(UTC),
                 }
             },
+        )
+
+    def end_session(self, user_id: str, session_id: str) -> None:
+        """Sign one browser's session out, for good, whoever holds a copy of its cookie."""
+        self._users.update_one(
+            {"_id": user_id},
+            {"$push": {"ended_sessions": {"$each": [session_id], "$slice": -ENDED_SESSIONS_KEPT}}},
         )
 
     def end_sessions(self, user_id: str) -> None:

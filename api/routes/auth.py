@@ -21,6 +21,7 @@ from api.deps import (
     AccountsDep,
     CurrentUser,
     DatabaseDep,
+    OptionalUser,
     SettingsDep,
     read_account,
     signed_in_session,
@@ -149,9 +150,15 @@ CsrfField = Annotated[str | None, Form()]
 
 
 @router.post("/logout")
-def logout(request: Request, csrf_token: CsrfField = None) -> Response:
-    """Sign this browser out."""
+def logout(
+    request: Request, user: OptionalUser, accounts: AccountsDep, csrf_token: CsrfField = None
+) -> Response:
+    """Sign this browser out, and its session with it: a copy of the cookie stops working and
+    the session's open live feeds end."""
     check_csrf(request, csrf_token)
+    if user is not None:
+        accounts.end_session(user.user_id, str(request.session.get("session_id")))
+        read_account(request, user.user_id, fresh=True)  # this process knows at once
     request.session.clear()
     return RedirectResponse("/", 303)
 

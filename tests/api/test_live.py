@@ -161,8 +161,8 @@ def test_a_member_cannot_open_more_feeds_than_allowed(world: World) -> None:
             for _ in range(FEEDS_PER_USER)
         ]
         assert [feed.status_code for feed in opened] == [200] * FEEDS_PER_USER
-        refused = dee.get("/groups/g2/live")
-        assert refused.status_code == 429 and refused.headers["retry-after"]
+        with dee.stream("GET", "/groups/g2/live") as refused:
+            assert refused.status_code == 429 and refused.headers["retry-after"]
         opened[0].close()
 
         def another_opens() -> bool:

@@ -264,6 +264,31 @@ def test_sign_out_everywhere_ends_every_session_and_open_feed(link_world: LinkWo
         assert _signed_in(link_world, phone), "signing in again works"
 
 
+def test_signing_out_ends_that_session_its_copies_and_open_feeds(link_world: LinkWorld) -> None:
+    user_id = link_world.sim.user_ids[3]
+    with (
+        httpx.Client(base_url=link_world.base, follow_redirects=False) as phone,
+        httpx.Client(base_url=link_world.base, follow_redirects=False) as laptop,
+    ):
+        _sign_in(link_world, phone, user_id)
+        _sign_in(link_world, laptop, user_id)
+        copied = {"auxcord_session": phone.cookies["auxcord_session"]}
+        group = GroupStore(mongo_database(link_world.settings)).create("Tabs", user_id)
+        with (
+            httpx.Client(base_url=link_world.base, cookies=copied, timeout=20) as other_tab,
+            other_tab.stream("GET", f"/groups/{group.group_id}/live") as feed,
+        ):
+            lines = feed.iter_lines()
+            assert next(lines) == "event: feed"
+            out = phone.post("/auth/logout", data={"csrf_token": csrf_of(phone.get("/").text)})
+            assert out.status_code == 303
+            assert stream_rest(lines, most=3)[-1] == "event: end"
+        assert not _signed_in(link_world, phone)
+        with httpx.Client(base_url=link_world.base, cookies=copied) as thief:
+            assert not _signed_in(link_world, thief), "a copy of the cookie is signed out too"
+        assert _signed_in(link_world, laptop), "the account's other sessions go on"
+
+
 def test_sessions_expire_and_unversioned_sessions_are_refused(link_world: LinkWorld) -> None:
     user = simulated_users(link_world.settings)[2]
     link_one(link_world.base, user)
