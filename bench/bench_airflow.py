@@ -16,6 +16,7 @@ scheduler's overhead on one daily run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -28,7 +29,7 @@ from pathlib import Path
 from bench_stack import group_usage, timed_up  # run as bench/bench_airflow.py
 
 from analytics.jobs import aggregate_range
-from api.airflow import FINISHED, AirflowClient
+from api.airflow import FINISHED, AirflowClient, AirflowError
 from auxcord.clients import mongo_database
 from auxcord.events import ListenEvent
 from auxcord.names import Collection
@@ -73,7 +74,8 @@ def dag_run_s(client: AirflowClient, day: date) -> tuple[float, float]:
     run = client.trigger("auxcord_daily", {"first": day.isoformat(), "last": day.isoformat()})
     while run.state not in FINISHED:
         time.sleep(0.5)
-        run = client.run("auxcord_daily", run.run_id)
+        with contextlib.suppress(AirflowError):  # a call starved on a loaded machine: ask again
+            run = client.run("auxcord_daily", run.run_id)
     total = time.perf_counter() - started
     if run.state != "success" or run.duration_s is None:
         raise SystemExit(f"the DAG run {run.run_id} ended {run.state}")
@@ -125,7 +127,11 @@ def main() -> None:
             with AirflowClient(settings, timeout_s=30) as client:
                 client.set_paused("auxcord_daily", False)
                 # Unpausing queues the last complete day: let that run finish first.
-                while (last := client.last_run("auxcord_daily")) and last.state not in FINISHED:
+                while True:
+                    with contextlib.suppress(AirflowError):
+                        last = client.last_run("auxcord_daily")
+                        if last is None or last.state in FINISHED:
+                            break
                     time.sleep(1)
                 for _ in range(args.runs):
                     total, own = dag_run_s(client, day)
