@@ -6,9 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from auxcord.accounts import AccountStore, NotLinked
+from auxcord.accounts import AccountStore, NotLinked, TokenSet
 from auxcord.clients import mongo_database
-from auxcord.spotify import NeedsReauth, RateLimited, SpotifyUnavailable, SpotifyUserClient
+from auxcord.spotify import (
+    NeedsReauth,
+    QuotaExceeded,
+    RateLimited,
+    SpotifyUnavailable,
+    SpotifyUserClient,
+    TokenCache,
+)
 from auxcord.tokens import TokenCipher
 from devtools.linking import link_simulated_users
 from tests.conftest import LinkWorld
@@ -126,3 +133,71 @@ def test_5xx_is_transient(linked: LinkWorld) -> None:
     with pytest.raises(SpotifyUnavailable):
         _client(linked, linked.sim.user_ids[0]).me()
     assert _client(linked, linked.sim.user_ids[0]).me()["id"] == linked.sim.user_ids[0]
+
+
+def test_quota_exceeded_is_told_apart_from_the_short_429_and_locks_no_one_out(
+    linked: LinkWorld,
+) -> None:
+    store = _store(linked)
+    by_app: dict[str, list[str]] = {}
+    for account in store.list_active():
+        by_app.setdefault(account.client_id, []).append(account.user_id)
+    locked, other = by_app["auxcord-local"][0], by_app["auxcord-local-2"][0]
+    # The simulator's clock barely moves here: 14 virtual hours are 14,000 hours of real time.
+    linked.sim.control("faults", {"quota_lock": {"account": "auxcord-local", "hours": 14}})
+    try:
+        with pytest.raises(QuotaExceeded) as caught:
+            _client(linked, locked).currently_playing()
+        assert caught.value.client_id == "auxcord-local"
+        assert caught.value.retry_after > 3600, "Retry-After of the lockout, not a short pause"
+        # A token refresh during the lockout is refused the same way (the accounts service
+        # counts against the quota): a lockout, not a dead sign-in.
+        linked.sim.control("tokens/expire")
+        with pytest.raises(QuotaExceeded):
+            _client(linked, locked).recently_played()
+        account = store.get(locked)
+        assert account is not None and not account.needs_reauth
+        # Another developer account is not locked.
+        assert _client(linked, other).me()["id"] == other
+    finally:
+        linked.sim.control("faults", method="DELETE")
+    linked.sim.control("faults", {"storm_seconds": 60, "storm_retry_after": 5})
+    try:
+        with pytest.raises(RateLimited) as short:
+            _client(linked, other).currently_playing()
+        assert not isinstance(short.value, QuotaExceeded)
+    finally:
+        linked.sim.control("faults", method="DELETE")
+
+
+class CountingStore(AccountStore):
+    """The accounts store, counting how often tokens are read from MongoDB."""
+
+    reads = 0
+
+    def tokens(self, user_id: str) -> TokenSet:
+        self.reads += 1
+        return super().tokens(user_id)
+
+
+def test_a_token_cache_reads_mongodb_once_and_writes_refreshes_through(
+    linked: LinkWorld,
+) -> None:
+    user = linked.sim.user_ids[1]
+    store = CountingStore(
+        mongo_database(linked.settings), TokenCipher(linked.settings.secret_key_value())
+    )
+    client = SpotifyUserClient(linked.settings, store, user, tokens=TokenCache(store))
+    for _ in range(3):
+        assert client.me()["id"] == user
+    assert store.reads == 1
+    # A refresh is written to MongoDB and used from the cache.
+    mongo_database(linked.settings)["users"].update_one(
+        {"_id": user}, {"$set": {"tokens.expires_at": datetime.now(UTC)}}
+    )
+    client = SpotifyUserClient(linked.settings, store, user, tokens=TokenCache(store))
+    assert client.refresh_due()
+    before = linked.sim.accounts.refreshes
+    assert client.me()["id"] == user and client.me()["id"] == user
+    assert linked.sim.accounts.refreshes == before + 1
+    assert store.tokens(user).expires_at > datetime.now(UTC) + timedelta(minutes=5)
