@@ -155,8 +155,8 @@ def test_quota_exceeded_is_told_apart_from_the_short_429_and_locks_no_one_out(
         linked.sim.control("tokens/expire")
         with pytest.raises(QuotaExceeded):
             _client(linked, locked).recently_played()
-        account = store.get(locked)
-        assert account is not None and not account.needs_reauth
+        locked_account = store.get(locked)
+        assert locked_account is not None and not locked_account.needs_reauth
         # Another developer account is not locked.
         assert _client(linked, other).me()["id"] == other
     finally:

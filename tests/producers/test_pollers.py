@@ -26,8 +26,9 @@ from auxcord.settings import Settings, SpotifyApp
 from cli.webserver import serve_in_thread
 from devtools.linking import link_simulated_users
 from devtools.simulator import RunningSimulator, SimulatorConfig, run_simulator_in_thread
+from devtools.stack import free_port
 from producers.state import LeaseStore, stale_users
-from tests.conftest import free_port, simulator_settings
+from tests.conftest import simulator_settings
 
 SPEED = 3600.0  # a virtual hour per real second: the ~30 s run covers more than a day
 _prefixes = itertools.count()
@@ -103,6 +104,11 @@ def stop(poller: subprocess.Popen[bytes]) -> None:
         poller.wait(timeout=30)
 
 
+def said(poller: subprocess.Popen[bytes]) -> str:
+    """The end of what a stopped poller wrote to stderr."""
+    return poller.stderr.read().decode()[-2000:] if poller.stderr else ""
+
+
 def wait_for(
     done: Callable[[], bool], poller: subprocess.Popen[bytes], what: str, timeout: float = 90
 ) -> None:
@@ -111,10 +117,10 @@ def wait_for(
     deadline = time.monotonic() + timeout
     while not done():
         if poller.poll() is not None:
-            raise AssertionError(f"the poller died: {poller.stderr.read().decode()[-2000:]}")
+            raise AssertionError(f"the poller died: {said(poller)}")
         if time.monotonic() > deadline:
             stop(poller)
-            raise AssertionError(f"{what} (poller said: {poller.stderr.read().decode()[-2000:]})")
+            raise AssertionError(f"{what} (poller said: {said(poller)})")
         time.sleep(0.2)
 
 
@@ -140,15 +146,17 @@ def drain(settings: Settings, topic: Topic) -> list[bytes]:
 
 def expected_ids(rows: list[dict[str, Any]]) -> set[str]:
     return {
-        ListenEvent(
-            user_id=r["user_id"],
-            track_id=r["track_id"],
-            track_name=r["track_name"],
-            artist_name=r["artist_name"],
-            duration_ms=r["duration_ms"],
-            played_at=r["played_at"].replace("Z", "+00:00"),
-            source="poll",
-            is_local=r["is_local"],
+        ListenEvent.from_dict(
+            {
+                "user_id": r["user_id"],
+                "track_id": r["track_id"],
+                "track_name": r["track_name"],
+                "artist_name": r["artist_name"],
+                "duration_ms": r["duration_ms"],
+                "played_at": r["played_at"].replace("Z", "+00:00"),
+                "source": "poll",
+                "is_local": r["is_local"],
+            }
         ).event_id
         for r in rows
         if r["listed"]
