@@ -91,6 +91,9 @@ def environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.airflow_passwords_file),
         # New DAG files show up within half a minute rather than Airflow's default five.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # A task's calls to the api-server: the default 5 s lost a task's start (a wasted
+        # try) while Spark drivers kept a 2-core machine busy.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
     }
 
 
