@@ -15,12 +15,15 @@ read; the app behind sees the client as gone. Plain ASGI, like the other middlew
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from starlette.requests import ClientDisconnect
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import read_account, session_is_current
 from api.imports import MAX_UPLOAD_BYTES
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,22 @@ class UploadRoute:
 
 
 UPLOAD_ROUTES = (UploadRoute("POST", "/imports", MAX_UPLOAD_BYTES + UPLOAD_OVERHEAD_BYTES),)
+
+Uploader = Callable[[Scope], Awaitable[str | None]]
+"""Who may upload on this request: the signed-in user's id, or None."""
+
+
+async def current_uploader(scope: Scope) -> str | None:
+    """The user whose session is current (not signed out, not expired, not from before "sign
+    out everywhere"): a cookie that merely names a user must not unlock the upload limit."""
+    session = scope.get("session") or {}
+    user_id = session.get("user_id")
+    if not isinstance(user_id, str):
+        return None
+    # A MongoDB read, at most every few seconds per user (read_account caches), and only for
+    # requests to an upload route that carry a user id.
+    account = await run_in_threadpool(read_account, Request(scope), user_id)
+    return user_id if session_is_current(session, account) else None
 
 
 def _size(limit: int) -> str:
@@ -65,22 +84,41 @@ class BodyLimits:
         *,
         form_limit: int = FORM_LIMIT_BYTES,
         uploads: tuple[UploadRoute, ...] = UPLOAD_ROUTES,
+        uploader: Uploader = current_uploader,
     ) -> None:
         self.app = app
         self.form_limit = form_limit
         self.uploads = {(route.method, route.path): route for route in uploads}
+        self.uploader = uploader
+        self._uploading: set[str] = set()
+        """Users with an upload body in flight: one each, so nobody spools several at once."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         upload = self.uploads.get((scope["method"], scope["path"]))
-        signed_in = bool(scope.get("session", {}).get("user_id"))
-        limit = upload.limit_bytes if upload is not None and signed_in else self.form_limit
         headers = dict(scope["headers"])
         if headers.get(b"content-type", b"").lower().startswith(b"multipart/") and not upload:
             await _refuse(scope, receive, send, 415, "This address takes no file uploads.")
             return
+        if upload is None or (uploader := await self.uploader(scope)) is None:
+            await self._limited(scope, receive, send, self.form_limit)
+            return
+        if uploader in self._uploading:
+            await _refuse(
+                scope, receive, send, 429, "An upload of yours is still arriving: wait for it."
+            )
+            return
+        self._uploading.add(uploader)
+        try:
+            await self._limited(scope, receive, send, upload.limit_bytes)
+        finally:
+            self._uploading.discard(uploader)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        """Run the app with at most ``limit`` bytes of body."""
+        headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             await _refuse(scope, receive, send, 413, _too_large(limit))

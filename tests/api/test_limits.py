@@ -17,7 +17,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.app import create_app
+from api.deps import signed_in_session
 from api.limits import FORM_LIMIT_BYTES, BodyLimits, UploadRoute
+from api.security import session_cookie as signed_session
 from auxcord.accounts import AccountStore
 from auxcord.clients import mongo_database
 from auxcord.settings import Settings, load_settings
@@ -164,6 +166,12 @@ async def _count_body(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": str(size).encode()})
 
 
+async def _session_user(scope: Scope) -> str | None:
+    """Who uploads, for a bare app with no accounts: whoever the session names."""
+    user_id = scope.get("session", {}).get("user_id")
+    return user_id if isinstance(user_id, str) else None
+
+
 @pytest.mark.parametrize(("signed_in", "expected"), [(True, 200), (False, 413)])
 def test_the_upload_limit_holds_for_streamed_uploads(signed_in: bool, expected: int) -> None:
     upload_limit = 8 * CHUNK
@@ -171,6 +179,7 @@ def test_the_upload_limit_holds_for_streamed_uploads(signed_in: bool, expected: 
         _count_body,
         form_limit=2 * CHUNK,
         uploads=(UploadRoute("POST", "/imports", upload_limit),),
+        uploader=_session_user,
     )
 
     async def signed(scope: Scope, receive: Receive, send: Send) -> None:
@@ -183,6 +192,69 @@ def test_the_upload_limit_holds_for_streamed_uploads(signed_in: bool, expected: 
     body = Offered(HUGE, FILE_PART)
     assert _post(signed, "/imports", body, MULTIPART).status_code == 413
     assert body.sent <= upload_limit + CHUNK
+
+
+@pytest.mark.parametrize("ended", ["signed out", "signed out everywhere"])
+def test_an_ended_session_gets_only_the_form_limit_on_uploads(
+    uploader_app: FastAPI, test_settings: Settings, ended: str
+) -> None:
+    accounts = AccountStore(
+        mongo_database(test_settings), TokenCipher(test_settings.secret_key_value())
+    )
+    account = accounts.get("uploader")
+    assert account is not None
+    session = {"csrf": "t", **signed_in_session("uploader", account.session_version)}
+    if ended == "signed out":
+        accounts.end_session("uploader", session["session_id"])
+    else:
+        accounts.end_sessions("uploader")
+    cookie = signed_session(test_settings.secret_key_value(), session)
+    body = Offered(HUGE, FILE_PART)
+    response = _post(uploader_app, "/imports", body, MULTIPART, cookie)
+    assert response.status_code == 413
+    assert body.sent <= FORM_LIMIT_BYTES + CHUNK, "a dead cookie does not unlock the upload limit"
+
+
+def test_one_upload_body_at_a_time_per_user() -> None:
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_reader(scope: Scope, receive: Receive, send: Send) -> None:
+        # The first upload stalls half-read until released; any other is read at once.
+        if not arrived.is_set():
+            await receive()
+            arrived.set()
+            await release.wait()
+        await _count_body(scope, receive, send)
+
+    limited = BodyLimits(
+        slow_reader,
+        form_limit=CHUNK,
+        uploads=(UploadRoute("POST", "/imports", 8 * CHUNK),),
+        uploader=_session_user,
+    )
+
+    async def signed(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["session"] = {"user_id": "uploader"}
+        await limited(scope, receive, send)
+
+    async def go() -> tuple[int, int, int]:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=signed), base_url="http://test"
+        ) as client:
+            headers = {"content-type": MULTIPART}
+            first = asyncio.create_task(
+                client.post("/imports", content=Offered(4 * CHUNK, FILE_PART), headers=headers)
+            )
+            await arrived.wait()
+            second = await client.post("/imports", content=b"x", headers=headers)
+            release.set()
+            third_after = (await first).status_code
+            again = await client.post("/imports", content=b"x", headers=headers)
+            return second.status_code, third_after, again.status_code
+
+    second, first, again = asyncio.run(go())
+    assert (second, first, again) == (429, 200, 200)
 
 
 @pytest.fixture
