@@ -9,19 +9,19 @@ hours past it. So every call of an account is planned against a daily budget
    25 minutes. A stopped player accrues no plays, so what must be bounded is the time the player
    *may* have been playing since the last recently-played read: every interval between two
    currently-playing reads counts when either end saw something playing (the player may have
-   run all of it). recently-played is read before that reaches :attr:`PlanConfig.safe_window_s`
+   run all of it). recently-played is read before that reaches :attr:`PollerConfig.safe_window_s`
    (25 minutes less a margin for late rounds), and an idle user is probed often enough that a
    session starting just after a probe is noticed before it could fill the window. These reads
    are *essential*: only the hard 24 h limit or a lockout holds them back.
 2. **The live feed.** While something plays, currently-playing is read just after the track
    should end (one read per natural track change), a little after a new track began (early skips
-   are the commonest unpredicted change), and at most every :attr:`PlanConfig.track_cap_s`.
+   are the commonest unpredicted change), and at most every :attr:`PollerConfig.track_cap_s`.
    These reads are *live*: they spend only what the pacing allows, so friends listening now get
    what is left after completeness.
 3. **Pacing.** Each account has a token bucket refilled at budget / 24 h with a capped burst, and
    a hard rolling 24 h log that never lets the calls pass the budget. Live reads need a token and
    leave a reserve of the budget to essential ones; when the bucket runs low, idle probes and
-   live caps stretch (up to :attr:`PlanConfig.max_stretch` times), so the budget lasts the day.
+   live caps stretch (up to :attr:`PollerConfig.max_stretch` times), so the budget lasts the day.
 
 A ``QUOTA_EXCEEDED`` 429 locks the whole account until its Retry-After: no call of any of its
 users goes out before then (a short 429 pauses only the app for its Retry-After). If plays were
@@ -145,7 +145,7 @@ class AccountOf(Protocol):
 
 
 @dataclass(frozen=True)
-class PlanConfig:
+class PollerConfig:
     speed: float = 1.0
     """Spotify seconds per real second (Retry-After and token lifetimes are real seconds)."""
     daily_budget: int = 800
@@ -157,6 +157,9 @@ class PlanConfig:
     """currently-playing interval while nothing plays: session starts are seen within it. Idle
     probes are most of an account's essential calls (72 a user a day), so they are as rare as
     the session-start target (20 minutes) allows; the window would allow 22."""
+    idle_surplus_s: float = 60.0
+    """Idle interval while the account's live bucket is nearly full: a surplus the budget does
+    not need (a quiet night, a generous budget) is spent on seeing session starts sooner."""
     idle_recent_s: float = 6 * 3600.0
     """recently-played at least this often even while idle: a session short enough to fall
     between two probes is still read while its plays are in the window."""
@@ -192,11 +195,16 @@ class PlanConfig:
     service is unknown (the simulator counts them), and spotipy refreshes hourly."""
     app_budget_30s: int = 150
     """Calls per app per rolling 30 s: Spotify's short rate limit, kept well under."""
+    workers: int = 32
+    """Rounds run at once. They mostly wait on Spotify, Kafka and MongoDB, so a thousand users
+    need more threads than cores."""
+    users_refresh_s: float = 5.0
+    """Real seconds between two looks at the linked users and the leases."""
     health_every_s: float = 300.0
     """Real seconds between two health writes from currently-playing reads alone."""
     adaptive: bool = True
     """False polls at fixed intervals with no daily budget: the naive baseline."""
-    naive_playing_s: float = 30.0
+    active_s: float = 30.0
     naive_recent_s: float = 20 * 60.0
 
     @property
@@ -238,7 +246,7 @@ class AccountBudget:
     MongoDB, count in both limits through :meth:`set_others`.
     """
 
-    def __init__(self, account_id: str, config: PlanConfig, now: float) -> None:
+    def __init__(self, account_id: str, config: PollerConfig, now: float) -> None:
         self.account_id, self.config = account_id, config
         self.budget = config.daily_budget
         self.share = 1.0
@@ -351,6 +359,15 @@ class AccountBudget:
             periods = list(self._blocked)
         return any(a < end and b > start for a, b in periods)
 
+    def surplus(self, now: float) -> bool:
+        """Whether live reads go unused: the bucket nearly full, and under half the day's live
+        allowance spent (early probes must not take what sessions will need)."""
+        with self._lock:
+            self._refill(now)
+            self._prune(now)
+            spent = len(self._live) + self._others_count(now)
+            return self.tokens >= 0.9 * self.capacity and spent <= 0.5 * self.live_allowance
+
     def stretch(self, now: float) -> float:
         """How much to stretch optional intervals: 1 while the bucket is at least half full,
         up to ``max_stretch`` as it empties."""
@@ -422,6 +439,8 @@ def projected_exhaustion(
 class UserPlan:
     """One user's schedule and what the plan knows of their player."""
 
+    account: str = ""
+    """The developer account whose budget the user's calls count against."""
     next_playing: float = 0.0
     next_recent: float = 0.0
     playback: Playback = NOTHING
@@ -437,8 +456,10 @@ class UserPlan:
     looked_again: bool = False
     errors: int = 0
     recorded_at: float = -math.inf
+    essential_at: float = 0.0
+    """When the next idle probe becomes essential (earlier ones spend a surplus)."""
     live_tokens: float = 0.0
-    """This user's own bucket of live reads (see :attr:`PlanConfig.user_live_per_hour`)."""
+    """This user's own bucket of live reads (see :attr:`PollerConfig.user_live_per_hour`)."""
     live_at: float = 0.0
     published: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
@@ -478,7 +499,7 @@ class PollEngine:
 
     def __init__(
         self,
-        config: PlanConfig,
+        config: PollerConfig,
         *,
         spotify: SpotifyPort,
         sink: EventSink,
@@ -503,24 +524,25 @@ class PollEngine:
         plan = self.plans.get(user_id)
         if plan is None:
             now = self.clock.now()
+            account = self.account_of(self.spotify.client_of(user_id))
             plan = self.plans[user_id] = UserPlan(
-                accrual_from=now, live_tokens=self.config.user_live_burst, live_at=now
+                account=account,
+                accrual_from=now,
+                live_tokens=self.config.user_live_burst,
+                live_at=now,
             )
-            self._count_users()
+            self._count_users(account)
         return plan
 
     def drop_user(self, user_id: str) -> None:
-        if self.plans.pop(user_id, None) is not None:
-            self._count_users()
+        plan = self.plans.pop(user_id, None)
+        if plan is not None:
+            self._count_users(plan.account)
 
-    def _count_users(self) -> None:
-        """Each account's users here: its essential reserve is estimated from them."""
-        counts: dict[str, int] = {}
-        for user_id in list(self.plans):
-            account = self.account_of(self.spotify.client_of(user_id))
-            counts[account] = counts.get(account, 0) + 1
-        for account, count in counts.items():
-            self.budget(account).users = count
+    def _count_users(self, account: str) -> None:
+        """Each account's essential reserve is estimated from its users here."""
+        users = sum(plan.account == account for plan in self.plans.values())
+        self.budget(account).users = max(1, users)
 
     def budget(self, account_id: str) -> AccountBudget:
         with self._lock:
@@ -532,6 +554,9 @@ class PollEngine:
             return budget
 
     def budget_of(self, user_id: str) -> AccountBudget:
+        plan = self.plans.get(user_id)
+        if plan is not None:
+            return self.budget(plan.account)
         return self.budget(self.account_of(self.spotify.client_of(user_id)))
 
     # Rounds
@@ -575,13 +600,20 @@ class PollEngine:
 
     def poll_playing(self, user_id: str) -> None:
         plan = self.plans[user_id]
-        # Probing an idle player is what bounds the window; reading a playing one is freshness.
-        essential = not plan.may_play
-        wait = 0.0 if essential else self._user_live_wait(user_id, plan)
+        # Probing an idle player on time is what bounds the window; reading a playing one, or
+        # an idle one early from a surplus, is freshness.
+        now = self.clock.now()
+        essential = not plan.may_play and now >= plan.essential_at
+        # A user's own live bucket is for their sessions, not for probes of an idle player.
+        wait = 0.0 if not plan.may_play else self._user_live_wait(user_id, plan)
         if wait or (wait := self._admit(user_id, essential=essential)):
-            plan.next_playing = self.clock.now() + wait
+            if plan.may_play:
+                plan.next_playing = now + wait
+            else:
+                # A surplus probe refused: the essential one comes at its time.
+                plan.next_playing = max(plan.essential_at, now + 1.0)
             return
-        if not essential:
+        if plan.may_play:
             plan.live_tokens -= 1
         self.observer.call("currently-playing", 1)
         try:
@@ -617,7 +649,7 @@ class PollEngine:
     def _plan_next(self, user_id: str, plan: UserPlan, now: float) -> None:
         config = self.config
         if not config.adaptive:
-            plan.next_playing = now + config.naive_playing_s
+            plan.next_playing = now + config.active_s
             return
         stretch = self.budget_of(user_id).stretch(now)
         room = config.safe_window_s - plan.accrued_at(now)
@@ -643,6 +675,10 @@ class PollEngine:
             if room - wait < config.between_tracks_s:
                 plan.next_recent = min(plan.next_recent, now)
             wait = min(wait, max(config.between_tracks_s, room))
+            plan.essential_at = now + wait
+            if self.budget_of(user_id).surplus(now):
+                # Reads the budget would not otherwise use: see session starts sooner.
+                wait = min(wait, config.idle_surplus_s)
         plan.next_playing = now + wait
 
     def _between_tracks(self, plan: UserPlan, current: Playback) -> bool:
@@ -704,7 +740,7 @@ class PollEngine:
                 extra={"user_id": user_id, "error": str(exc)},
             )
             self.observer.error("kafka")
-            self._back_off(user_id)
+            self.back_off(user_id)
             return
         for event in fresh:
             plan.published[event.event_id] = None
@@ -800,9 +836,10 @@ class PollEngine:
             return
         self.observer.error("spotify")
         self.state.record_error(user_id, str(exc))
-        self._back_off(user_id)
+        self.back_off(user_id)
 
-    def _back_off(self, user_id: str) -> None:
+    def back_off(self, user_id: str) -> None:
+        """Wait longer after each failure in a row (with jitter), up to five minutes."""
         plan = self.plans.get(user_id)
         if plan is None:
             return

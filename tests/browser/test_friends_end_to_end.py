@@ -53,6 +53,9 @@ def pipeline(
             kafka_topic_prefix=f"browser{port}.", gcs_bucket=f"auxcord-browser-{port}",
             stream_checkpoint_dir=str(tmp_path / "checkpoint"), stream_trigger_seconds=0.5,
             poller_speed=SPEED, poller_budget=100_000, poller_metrics_port=0,
+            # The simulator has no daily quota here: a generous budget lets the pollers probe
+            # idle friends every minute, so the forced track is seen while it plays.
+            spotify_daily_budget=100_000,
         )  # fmt: skip
         ensure_topics(settings)
         ensure_bucket(settings)
