@@ -51,15 +51,18 @@ def test_every_play_reaches_mongodb_and_gcs_exactly_once(
                     lambda: (
                         listens.count_documents({"played_at": {"$gt": started}}) >= 50
                         or poller.poll() is not None
+                        or not query.isActive
                     ),
                     180,
                     "fifty new plays in MongoDB",
                 )
+                assert query.exception() is None, query.exception()
                 if poller.poll() is not None:
                     raise AssertionError(f"the poller died: {poller.communicate()[1][-2000:]!r}")
             finally:
                 poller.terminate()
-                poller.wait(timeout=30)
+                # Reading its stderr while it stops: a full pipe would keep it from exiting.
+                poller.communicate(timeout=30)
             finish_and_compare(world, start_ms, at_least=50)
             on_kafka = {ListenEvent.from_json(v).event_id for v in drain(settings, Topic.LISTENS)}
             wait_for(
