@@ -580,11 +580,12 @@ class PollEngine:
         paused = self._app_paused.get(client_id, 0.0) - now
         if paused > 0:
             return paused
-        calls = 1 + int(self.config.refreshes_count and self.spotify.refresh_due(user_id))
-        wait = self.budget(self.account_of(client_id)).spend(now, calls, essential=essential)
+        # The short limit first (it counts real seconds, like Spotify's): a call it admits but
+        # the daily budget refuses costs 30 s of its window, never a day of the budget's.
+        wait = self._app_calls.admit(client_id, now / self.config.speed) * self.config.speed
         if not wait:
-            # The short limit counts real seconds, like Spotify's.
-            wait = self._app_calls.admit(client_id, now / self.config.speed) * self.config.speed
+            calls = 1 + int(self.config.refreshes_count and self.spotify.refresh_due(user_id))
+            wait = self.budget(self.account_of(client_id)).spend(now, calls, essential=essential)
         # A wait too short to move a float clock would retry the same moment forever.
         return max(wait, 1.0) if wait else 0.0
 
