@@ -21,6 +21,11 @@ class RollingWindowLimiter:
     """
 
     def __init__(self, budget: int, window_s: float = 30.0) -> None:
+        if budget < 1 or window_s <= 0:
+            # A zero budget could never admit a call, and would index an empty window.
+            raise ValueError(
+                f"a rolling window needs budget >= 1 and window > 0: {budget}, {window_s}"
+            )
         self.budget, self.window_s = budget, window_s
         self._calls: dict[str, deque[float]] = {}
         self._lock = threading.Lock()

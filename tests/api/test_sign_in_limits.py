@@ -4,6 +4,7 @@ configured proxies, and the limiter forgets addresses whose calls have left its 
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from api.security import AUTH_REQUESTS_PER_MINUTE
 from auxcord.ratelimit import RollingWindowLimiter
@@ -22,6 +23,12 @@ def test_the_limiter_forgets_addresses_that_went_quiet() -> None:
     # Forgetting never lets an address past its budget.
     assert limiter.admit("10.9.9.9", now=71.0) == 0
     assert limiter.admit("10.9.9.9", now=72.0) == 58.0
+
+
+@pytest.mark.parametrize(("budget", "window_s"), [(0, 60.0), (-1, 60.0), (5, 0.0)])
+def test_a_limiter_that_could_admit_nothing_is_refused(budget: int, window_s: float) -> None:
+    with pytest.raises(ValueError, match="budget >= 1 and window > 0"):
+        RollingWindowLimiter(budget, window_s=window_s)
 
 
 def _sign_in_attempts(base: str, forwarded_for: str, n: int) -> list[int]:
