@@ -115,8 +115,17 @@ def deliver(
     from streaming.job import start_stream
 
     session = spark or build_spark_session(settings, "auxcord-import")
+    from pyspark.errors import StreamingQueryException
+
     query, writer = start_stream(session, settings, available_now=True)
-    query.awaitTermination()
+    try:
+        query.awaitTermination()
+    except StreamingQueryException as exc:
+        failure = str(exc).strip().splitlines()[0]
+        raise AuxcordError(
+            f"the stream failed while storing the import ({failure}); the plays are on Kafka: "
+            "run the import again to store them"
+        ) from exc
     if query.exception() is not None:
         raise AuxcordError(f"the stream failed while storing the import: {query.exception()}")
     log.info(
