@@ -165,7 +165,8 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     """Reverse proxies whose X-Forwarded-For/-Proto the web app believes (comma-separated
     addresses or networks, uvicorn's ``forwarded_allow_ips``); empty: none. Anyone else's
-    headers are ignored, so a client cannot pick the address its sign-in attempts count to."""
+    headers are ignored, so a client cannot pick the address its sign-in attempts and open
+    live feeds count to."""
 
     # Airflow
     airflow_url: str = "http://127.0.0.1:8080"
