@@ -17,7 +17,7 @@ from pymongo import DESCENDING
 from api import reads
 from auxcord.gaps import GapStore
 from auxcord.names import Collection
-from producers.state import STALE_AFTER
+from auxcord.pollhealth import STALE_AFTER
 
 Db = reads.Db
 

@@ -22,7 +22,7 @@ from pymongo.database import Database
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auxcord.names import Collection
-from producers.state import STALE_AFTER
+from auxcord.pollhealth import STALE_AFTER
 
 HEALTH_REFRESH_S = 30.0
 """How old the health gauges may be: Prometheus scrapes every 15 to 60 s."""

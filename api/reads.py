@@ -20,7 +20,7 @@ from pymongo.database import Database
 from analytics.periods import Period, period_key
 from auxcord.groups import Group
 from auxcord.names import Collection
-from producers.state import STALE_AFTER
+from auxcord.pollhealth import STALE_AFTER
 
 Db = Database[dict[str, Any]]
 

@@ -29,12 +29,9 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
 from auxcord.names import Collection
+from auxcord.pollhealth import STALE_AFTER
 
 LEASE_TTL = timedelta(seconds=30)
-STALE_AFTER = timedelta(minutes=45)
-"""A user is stale (an alert on /admin) after this long without a good poll. An idle user is
-probed every 20 minutes to spare the daily quota (producers.schedule), so anything shorter
-would flag every quiet friend; a quota lockout or an outage shows within the hour."""
 
 
 class PollStateStore:
