@@ -85,16 +85,22 @@ def session_is_current(
     """Whether ``session`` still signs ``account`` in: same version, not expired, not signed
     out.
 
-    A session from before versions existed carries none and is refused: such a cookie may be
-    exactly the stolen one this check is for.
+    A session from before versions or session ids existed lacks them and is refused: such a
+    cookie may be exactly the stolen one this check is for, and signing it out alone would
+    have no id to record.
     """
     signed_in_at = session.get("signed_in_at")
-    if account is None or not isinstance(signed_in_at, int | float):
+    session_id = session.get("session_id")
+    if (
+        account is None
+        or not isinstance(signed_in_at, int | float)
+        or not isinstance(session_id, str)
+    ):
         return False
     age = (time.time() if now is None else now) - signed_in_at
     current = (
         session.get("session_version") == account.session_version
-        and session.get("session_id") not in account.ended_sessions
+        and session_id not in account.ended_sessions
     )
     return current and -CLOCK_SKEW_S <= age < SESSION_LIFETIME.total_seconds()
 

@@ -10,8 +10,9 @@ so the encryption of tokens cannot be forgotten in one place. Documents look lik
 
 ``session_version`` is copied into each signed-in browser's session; "sign out everywhere"
 increments it, and every session carrying an older version stops working. Signing out one
-browser adds its session's id to ``ended_sessions`` (the newest few are kept), so a copy of
-that cookie stops working too.
+browser adds its session's id to ``ended_sessions``, so a copy of that cookie stops working
+too; when that list is full, the sign-out signs the account out everywhere instead (and starts
+an empty list), so no signed-out cookie ever works again.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from auxcord.tokens import TokenCipher
 USERS_PER_APP = 5
 """Spotify development-mode apps admit five users each."""
 ENDED_SESSIONS_KEPT = 50
-"""Signed-out session ids kept per account: more sign-outs than this within a session's
-lifetime would let the oldest signed-out cookie work again."""
+"""Signed-out session ids kept per account: the sign-out after this many signs every session
+out (a new ``session_version``), so the list stays small and forgets nothing that still works."""
 
 
 class AppsFull(AuxcordError):
@@ -206,11 +207,21 @@ class AccountStore:
         )
 
     def end_session(self, user_id: str, session_id: str) -> None:
-        """Sign one browser's session out, for good, whoever holds a copy of its cookie."""
-        self._users.update_one(
-            {"_id": user_id},
-            {"$push": {"ended_sessions": {"$each": [session_id], "$slice": -ENDED_SESSIONS_KEPT}}},
+        """Sign one browser's session out, for good, whoever holds a copy of its cookie.
+
+        The id is recorded while the list has room. A full list is never trimmed, since the
+        trimmed id's cookie would work again: the account is signed out everywhere instead,
+        which outdates every listed session too, so the list starts afresh. (Concurrent
+        sign-outs at a full list may each do so: still safe.)
+        """
+        recorded = self._users.update_one(
+            {"_id": user_id, f"ended_sessions.{ENDED_SESSIONS_KEPT - 1}": {"$exists": False}},
+            {"$push": {"ended_sessions": session_id}},
         )
+        if recorded.matched_count == 0:
+            self._users.update_one(
+                {"_id": user_id}, {"$inc": {"session_version": 1}, "$set": {"ended_sessions": []}}
+            )
 
     def end_sessions(self, user_id: str) -> None:
         """Sign ``user_id`` out of every browser: sessions carry the version they began with."""

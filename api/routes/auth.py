@@ -157,7 +157,8 @@ def logout(
     the session's open live feeds end."""
     check_csrf(request, csrf_token)
     if user is not None:
-        accounts.end_session(user.user_id, str(request.session.get("session_id")))
+        # A current session always has its id (see session_is_current).
+        accounts.end_session(user.user_id, request.session["session_id"])
         read_account(request, user.user_id, fresh=True)  # this process knows at once
     request.session.clear()
     return RedirectResponse("/", 303)

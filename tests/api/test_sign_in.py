@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from pymongo.database import Database
 
 from api.app import check_redirect_uri
 from api.deps import SESSION_LIFETIME, session_is_current, signed_in_session
 from api.security import session_cookie
-from auxcord.accounts import AccountStore, LinkedAccount
+from auxcord.accounts import ENDED_SESSIONS_KEPT, AccountStore, LinkedAccount
 from auxcord.clients import mongo_database
 from auxcord.errors import AuxcordError, ConfigError
 from auxcord.groups import GroupStore
+from auxcord.settings import Settings
 from auxcord.tokens import TokenCipher
 from cli.webserver import serve_in_thread
 from devtools.linking import link_one, link_simulated_users, simulated_users
@@ -304,6 +307,13 @@ def test_sessions_expire_and_unversioned_sessions_are_refused(link_world: LinkWo
             account.user_id, account.session_version, now - SESSION_LIFETIME.total_seconds() - 1
         ),
         "from before versions": {"user_id": account.user_id},
+        "from before session ids": {
+            field: value
+            for field, value in signed_in_session(
+                account.user_id, account.session_version, now
+            ).items()
+            if field != "session_id"
+        },
         "older version": signed_in_session(account.user_id, account.session_version - 1, now),
     }
     for name, session in sessions.items():
@@ -321,5 +331,31 @@ def test_a_session_is_current_while_young_and_of_the_current_version(
     age_s: float, version: int, current: bool
 ) -> None:
     account = LinkedAccount("u", "U", None, "UTC", "app", False, session_version=3)
-    session = {"user_id": "u", "session_version": version, "signed_in_at": 1_000_000.0}
+    session = signed_in_session("u", version, now=1_000_000.0)
     assert session_is_current(session, account, now=1_000_000.0 + age_s) is current
+
+
+def test_a_signed_out_session_stays_out_however_many_sign_outs_follow(
+    mongo_db: Database[dict[str, Any]], test_settings: Settings
+) -> None:
+    """The list of signed-out ids is bounded, yet never forgets one whose cookie would work:
+    the sign-out that finds it full signs every session out instead."""
+    accounts = AccountStore(mongo_db, TokenCipher(test_settings.secret_key_value()))
+    accounts.link(
+        user_id="u", display_name="U", country="SE", timezone="UTC", client_id="app",
+        token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600,
+                    "scope": "user-read-recently-played"},
+    )  # fmt: skip
+
+    def account() -> LinkedAccount:
+        found = accounts.get("u")
+        assert found is not None
+        return found
+
+    stolen = signed_in_session("u", account().session_version)
+    accounts.end_session("u", stolen["session_id"])
+    for _ in range(ENDED_SESSIONS_KEPT):
+        accounts.end_session("u", signed_in_session("u", account().session_version)["session_id"])
+        assert not session_is_current(stolen, account()), "the first signed-out cookie"
+    assert len(account().ended_sessions) < ENDED_SESSIONS_KEPT
+    assert session_is_current(signed_in_session("u", account().session_version), account())
