@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+STORE_ATTEMPTS = 3
+"""The available-now run stores exactly once, so a failed run is safe to repeat; on a busy
+machine Spark's Python worker can miss its 10 s to connect back, and the query fails."""
+
 
 @dataclass(frozen=True)
 class DemoHistory:
@@ -80,6 +84,8 @@ def import_demo_history(
     """Import each of ``user_ids``' simulated export up to the simulator's now, then store the
     plays with one available-now run of the streaming job (see the module docstring). Call it
     before the streaming query starts; ``say`` gets a progress line per step."""
+    from pyspark.errors import StreamingQueryException
+
     from devtools.simulator.export import write_extended_zip
     from producers.history import import_history
     from streaming.job import start_stream
@@ -106,13 +112,22 @@ def import_demo_history(
             extra={"user_id": user_id},
         )
     say("storing the imported plays (streaming job, available-now)")
-    query, writer = start_stream(spark, settings, available_now=True)
-    query.awaitTermination()
-    if query.exception() is not None:
-        raise AuxcordError(
-            f"the stream failed while storing the demo's history: {query.exception()}"
-        )
-    return DemoHistory(reports, writer.totals.new_listens, time.perf_counter() - started)
+    stored = 0
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        query, writer = start_stream(spark, settings, available_now=True)
+        try:
+            query.awaitTermination()
+            break
+        except StreamingQueryException as exc:
+            if attempt == STORE_ATTEMPTS:
+                raise AuxcordError(
+                    f"the stream failed while storing the demo's history: {exc}"
+                ) from exc
+            log.warning("storing the demo's history, attempt %d failed: %s", attempt, exc)
+            say(f"the stream failed ({type(exc).__name__}); trying again")
+        finally:
+            stored += writer.totals.new_listens  # a failed attempt may have stored batches
+    return DemoHistory(reports, stored, time.perf_counter() - started)
 
 
 def import_on_start(
