@@ -456,6 +456,8 @@ class UserPlan:
     looked_again: bool = False
     errors: int = 0
     recorded_at: float = -math.inf
+    observed_at: float = 0.0
+    """When currently-playing was last read successfully."""
     essential_at: float = 0.0
     """When the next idle probe becomes essential (earlier ones spend a surplus)."""
     live_tokens: float = 0.0
@@ -604,17 +606,22 @@ class PollEngine:
         # Probing an idle player on time is what bounds the window; reading a playing one, or
         # an idle one early from a surplus, is freshness.
         now = self.clock.now()
-        essential = not plan.may_play and now >= plan.essential_at
+        # Even a player believed to be playing is read every idle interval, live budget or not:
+        # the session may have ended, and the next one must be seen as soon as an idle one.
+        overdue = now >= plan.observed_at + self.config.idle_s
+        essential = overdue or (not plan.may_play and now >= plan.essential_at)
         # A user's own live bucket is for their sessions, not for probes of an idle player.
-        wait = 0.0 if not plan.may_play else self._user_live_wait(user_id, plan)
+        wait = 0.0 if essential or not plan.may_play else self._user_live_wait(user_id, plan)
         if wait or (wait := self._admit(user_id, essential=essential)):
-            if plan.may_play:
+            if essential:
                 plan.next_playing = now + wait
+            elif plan.may_play:
+                plan.next_playing = min(now + wait, plan.observed_at + self.config.idle_s)
             else:
                 # A surplus probe refused: the essential one comes at its time.
                 plan.next_playing = max(plan.essential_at, now + 1.0)
             return
-        if plan.may_play:
+        if plan.may_play and not essential:
             plan.live_tokens -= 1
         self.observer.call("currently-playing", 1)
         try:
@@ -626,7 +633,7 @@ class PollEngine:
         except SpotifyError as exc:
             self._failed(user_id, exc)
             return
-        now = self.clock.now()
+        now = plan.observed_at = self.clock.now()
         between = self._between_tracks(plan, current)
         # Between two tracks the session goes on as far as the window is concerned.
         plan.observe(now, _runs(current) or between)
