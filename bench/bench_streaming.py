@@ -148,32 +148,18 @@ def slice_rate(settings: Settings, events: list[ListenEvent]) -> float:
     """Events per second through one task's sinks alone, without Spark: the Kafka records in
     Arrow batches of 10k (as Spark hands them to the task), parsed and stored by a
     :class:`SliceWriter`. What the sinks cost beside the server's own insert rate."""
-    import pyarrow as pa
-
     from streaming.batch import SliceWriter
-    from streaming.kafka_source import KAFKA_COLUMNS
+    from streaming.kafka_source import one_partition_batch
     from streaming.parse import parse_batch, parsed_schema
     from streaming.sinks import SliceTag
 
     topic = settings.topic(Topic.LISTENS)
-    now = datetime.now(UTC)
-    batches = []
-    for start in range(0, len(events), 10_000):
-        values = [event.to_json() for event in events[start : start + 10_000]]
-        batches.append(
-            pa.RecordBatch.from_arrays(
-                [
-                    pa.array([b"k"] * len(values), pa.binary()),
-                    pa.array(values, pa.binary()),
-                    pa.array([topic] * len(values), pa.string()),
-                    pa.array([0] * len(values), pa.int32()),
-                    pa.array(range(start, start + len(values)), pa.int64()),
-                    pa.array([now] * len(values), pa.timestamp("us", "UTC")),
-                    pa.array([0] * len(values), pa.int32()),
-                ],
-                names=KAFKA_COLUMNS.fieldNames(),
-            )
+    batches = [
+        one_partition_batch(
+            topic, [event.to_json() for event in events[start : start + 10_000]], start
         )
+        for start in range(0, len(events), 10_000)
+    ]
     ensure_indexes(mongo_database(settings))
     schema = parsed_schema()
     began = time.perf_counter()

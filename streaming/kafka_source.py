@@ -324,7 +324,6 @@ def read_slice(options: dict[str, str], kafka_slice: KafkaSlice) -> Iterator[pa.
     All its partitions are fetched together, so a small batch costs one round trip, not one
     per partition.
     """
-    import pyarrow as pa
     from kafka import TopicPartition
 
     ends = {TopicPartition(r.topic, r.partition): r.end for r in kafka_slice.ranges}
@@ -356,19 +355,51 @@ def read_slice(options: dict[str, str], kafka_slice: KafkaSlice) -> Iterator[pa.
                     )
                 continue
             idle_since = time.monotonic()
-            yield pa.RecordBatch.from_arrays(
-                [
-                    pa.array([record.key for record in records], pa.binary()),
-                    pa.array([record.value for record in records], pa.binary()),
-                    pa.array([record.topic for record in records], pa.string()),
-                    pa.array([record.partition for record in records], pa.int32()),
-                    pa.array([record.offset for record in records], pa.int64()),
-                    pa.array(
-                        [record.timestamp * 1000 for record in records], pa.timestamp("us", "UTC")
-                    ),
-                    pa.array([record.timestamp_type for record in records], pa.int32()),
-                ],
-                names=KAFKA_COLUMNS.fieldNames(),
+            yield kafka_record_batch(
+                [record.key for record in records],
+                [record.value for record in records],
+                [record.topic for record in records],
+                [record.partition for record in records],
+                [record.offset for record in records],
+                [record.timestamp for record in records],
+                [record.timestamp_type for record in records],
             )
     finally:
         consumer.close()
+
+
+def kafka_record_batch(
+    keys: Sequence[bytes | None],
+    values: Sequence[bytes | None],
+    topics: Sequence[str],
+    partitions: Sequence[int],
+    offsets: Sequence[int],
+    timestamps_ms: Sequence[int],
+    timestamp_types: Sequence[int],
+) -> pa.RecordBatch:
+    """Kafka records as one Arrow batch of :data:`KAFKA_COLUMNS` (what a task receives)."""
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(keys, pa.binary()),
+            pa.array(values, pa.binary()),
+            pa.array(topics, pa.string()),
+            pa.array(partitions, pa.int32()),
+            pa.array(offsets, pa.int64()),
+            pa.array([ms * 1000 for ms in timestamps_ms], pa.timestamp("us", "UTC")),
+            pa.array(timestamp_types, pa.int32()),
+        ],
+        names=KAFKA_COLUMNS.fieldNames(),
+    )
+
+
+def one_partition_batch(topic: str, values: Sequence[bytes], first_offset: int) -> pa.RecordBatch:
+    """``values`` as consecutive records of partition 0 of ``topic``, stamped now: records as
+    a task receives them, for tests and the sinks' benchmark."""
+    count = len(values)
+    now_ms = int(time.time() * 1000)
+    offsets = range(first_offset, first_offset + count)
+    return kafka_record_batch(
+        [None] * count, values, [topic] * count, [0] * count, offsets, [now_ms] * count, [0] * count
+    )

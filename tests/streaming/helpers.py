@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from auxcord.clients import gcs_client, kafka_producer, mongo_database
@@ -47,25 +46,6 @@ def now_playing(user: str, observed_at: datetime, track: str) -> NowPlayingEvent
         artist_name="Someone",
         progress_ms=1_000,
         duration_ms=200_000,
-    )
-
-
-def kafka_batch(topic: str, values: list[bytes], first_offset: int = 0) -> pa.RecordBatch:
-    """``values`` as the Kafka source hands them to a task: one partition, offsets in order."""
-    from streaming.kafka_source import KAFKA_COLUMNS
-
-    now = datetime.now(UTC)
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([b"key"] * len(values), pa.binary()),
-            pa.array(values, pa.binary()),
-            pa.array([topic] * len(values), pa.string()),
-            pa.array([0] * len(values), pa.int32()),
-            pa.array(range(first_offset, first_offset + len(values)), pa.int64()),
-            pa.array([now] * len(values), pa.timestamp("us", "UTC")),
-            pa.array([0] * len(values), pa.int32()),
-        ],
-        names=KAFKA_COLUMNS.fieldNames(),
     )
 
 

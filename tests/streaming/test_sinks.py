@@ -14,16 +14,17 @@ from auxcord.settings import Settings
 from devtools.stack import free_port
 from streaming.batch import Sink, SliceWriter
 from streaming.job import BatchWriter
+from streaming.kafka_source import one_partition_batch
 from streaming.parse import ParsedBatch, parse_batch, parsed_schema
 from streaming.sinks import SliceTag, ensure_indexes, store_listens, unique_listens
-from tests.streaming.helpers import assert_exactly_once, kafka_batch, listen
+from tests.streaming.helpers import assert_exactly_once, listen
 
 BOTH: frozenset[Sink] = frozenset({"mongodb", "gcs"})
 
 
 def parsed(settings: Settings, events: list[ListenEvent], first_offset: int = 0) -> ParsedBatch:
     topic = settings.topic(Topic.LISTENS)
-    batch = kafka_batch(topic, [event.to_json() for event in events], first_offset)
+    batch = one_partition_batch(topic, [event.to_json() for event in events], first_offset)
     return parse_batch(batch, {topic: ListenEvent}, parsed_schema())
 
 
