@@ -28,6 +28,8 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.errors import OperationFailure, PyMongoError
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from auxcord.groups import Group
 
@@ -249,25 +251,57 @@ async def feed_events(
     returns ``None`` the stream ends. Both are awaited, so the blocking MongoDB reads run off
     the event loop. States also change without a write, when a track's time runs out, so each
     wait ends at the soonest expiry too, and never later than :data:`RECHECK_S`.
+
+    The feed's place is given back by :class:`FeedResponse`, not here: a generator that never
+    started never runs a ``finally``.
     """
     last = None
-    try:
-        while not subscription.ended and not await is_disconnected():
-            group = await authorise()
-            if group is None:
-                yield END_EVENT
-                return
-            subscription.follow(group.members)
-            feed = await read_feed(group)
-            payload = to_json(feed)
-            if payload != last:
-                last = payload
-                yield f"event: feed\ndata: {payload}\n\n"
-            else:
-                yield ": keepalive\n\n"
-            now = datetime.now(UTC)
-            expiries = [item["expires_at"] for item in feed if item.get("expires_at")]
-            until_expiry = min(((e - now).total_seconds() for e in expiries), default=RECHECK_S)
-            await subscription.wait(max(0.2, min(RECHECK_S, until_expiry + 0.1)))
-    finally:
-        subscription.close()
+    while not subscription.ended and not await is_disconnected():
+        group = await authorise()
+        if group is None:
+            yield END_EVENT
+            return
+        subscription.follow(group.members)
+        feed = await read_feed(group)
+        payload = to_json(feed)
+        if payload != last:
+            last = payload
+            yield f"event: feed\ndata: {payload}\n\n"
+        else:
+            yield ": keepalive\n\n"
+        now = datetime.now(UTC)
+        expiries = [item["expires_at"] for item in feed if item.get("expires_at")]
+        until_expiry = min(((e - now).total_seconds() for e in expiries), default=RECHECK_S)
+        await subscription.wait(max(0.2, min(RECHECK_S, until_expiry + 0.1)))
+
+
+class FeedResponse(StreamingResponse):
+    """One open feed's Server-Sent Events (see :func:`feed_events`), which gives the feed's
+    place back however the response ends.
+
+    Starlette streams while it listens for the client's disconnect, and a disconnect cancels
+    the stream. When the client leaves before the stream's first step (a tab closed at once),
+    the events' generator never starts, so no ``finally`` inside it would run, and every such
+    feed would hold its place until the process restarts: eight of them lock the user out of
+    live feeds. Closing here runs in every case, a send that fails included.
+    """
+
+    def __init__(
+        self,
+        subscription: Subscription,
+        authorise: Callable[[], Awaitable[Group | None]],
+        read_feed: Callable[[Group], Awaitable[list[dict[str, Any]]]],
+        is_disconnected: Callable[[], Awaitable[bool]],
+    ) -> None:
+        super().__init__(
+            feed_events(subscription, authorise, read_feed, is_disconnected),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        self.subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.subscription.close()

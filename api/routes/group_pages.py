@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from cachetools import TTLCache
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from markupsafe import Markup
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from analytics.periods import PERIOD_NAMES, Period, period_days, period_key
 from api import admin_reads, charts, reads
 from api.deps import NOT_FOUND, CurrentUser, DatabaseDep, MemberGroup, member_group_now
-from api.live import ChangeSignal, feed_events
+from api.live import ChangeSignal, FeedResponse
 from api.templating import render, templates
 from auxcord.accounts import LinkedAccount
 from auxcord.gaps import GapStore
@@ -170,11 +170,9 @@ async def live_feed(
         feed: list[dict[str, Any]] = await run_in_threadpool(reads.now_playing, database, current)
         return feed
 
-    return StreamingResponse(
-        feed_events(subscription, authorise, read, request.is_disconnected),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    # Subscribed before the response exists, so a full quota is a plain 429; from here on the
+    # response owns the feed's place and gives it back however it ends.
+    return FeedResponse(subscription, authorise, read, request.is_disconnected)
 
 
 @router.get("/leaderboard")

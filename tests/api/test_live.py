@@ -4,6 +4,7 @@ capped per user and per address, and over HTTP a member's extra feed is refused 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,10 +14,17 @@ from typing import Any
 
 from pymongo import MongoClient
 from pymongo.database import Database
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Scope
 
+from api.app import create_app
 from api.live import FEEDS_PER_USER, ChangeSignal, Subscription
+from auxcord.accounts import AccountStore
+from auxcord.groups import GroupStore
 from auxcord.names import Collection
-from tests.api.world import World, browser
+from auxcord.settings import Settings
+from auxcord.tokens import TokenCipher
+from tests.api.world import World, browser, session_cookie
 
 
 def _offline_signal(**limits: int) -> ChangeSignal:
@@ -105,7 +113,7 @@ def _followers(signal: ChangeSignal) -> Iterator[tuple[Subscription, Subscriptio
         loop.close()
 
 
-def _wakes_by_user(signal: ChangeSignal, write: Callable[[str], None]) -> None:
+def _wakes_by_user(signal: ChangeSignal, write: Callable[[str], object]) -> None:
     """A write of u2's state wakes u2's feed only, then u1's wakes u1's only. The watcher
     notifies one change at a time, so once u1's feed woke, u2's count is final for it."""
     with _followers(signal) as (one, two):
@@ -172,3 +180,83 @@ def test_a_member_cannot_open_more_feeds_than_allowed(world: World) -> None:
         _until(another_opens, "a closed feed's place to be given back")
     with browser(world, "cy") as cy, cy.stream("GET", "/groups/g2/live") as feed:
         assert feed.status_code == 200, "dee's feeds are dee's, not cy's"
+
+
+def _feed_scope(settings: Settings, group_id: str, spec_version: str) -> Scope:
+    """An ASGI request for dee's live feed of ``group_id``, as a server of ``spec_version``
+    sends it (before 2.4, Starlette listens for the disconnect while it streams)."""
+    cookie = session_cookie(settings, {"user_id": "dee"})
+    return {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": spec_version},
+        "http_version": "1.1", "method": "GET", "scheme": "http", "root_path": "",
+        "path": f"/groups/{group_id}/live", "raw_path": f"/groups/{group_id}/live".encode(),
+        "query_string": b"", "headers": [(b"host", b"testserver"),
+                                         (b"cookie", f"auxcord_session={cookie}".encode())],
+        "client": ("10.0.0.9", 50000), "server": ("testserver", 80),
+    }  # fmt: skip
+
+
+def test_a_feed_whose_client_leaves_before_it_starts_gives_its_place_back(
+    test_settings: Settings,
+) -> None:
+    """A client that is gone before the stream's first step (a tab closed at once) leaves the
+    events' generator unstarted; its place must come back all the same, or a few such feeds
+    lock the user out of live feeds until the web process restarts."""
+    app = create_app(test_settings)
+    database = app.state.database
+    AccountStore(database, TokenCipher(test_settings.secret_key_value())).link(
+        user_id="dee", display_name="Dee", country="SE", timezone="UTC", client_id="app",
+        token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600,
+                    "scope": "user-read-recently-played"},
+    )  # fmt: skip
+    group = GroupStore(database).create("Tabs", "dee")
+    signal: ChangeSignal = app.state.now_playing_signal
+
+    async def scenario() -> None:
+        # A client that stays: the request reaches the feed, which holds one place meanwhile.
+        leave = asyncio.Event()
+        streaming = asyncio.Event()
+        sent: list[Message] = []
+
+        async def stay_until_told() -> Message:
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        async def record(message: Message) -> None:
+            sent.append(message)
+            if message.get("body"):
+                streaming.set()
+
+        staying = asyncio.create_task(
+            app(_feed_scope(test_settings, group.group_id, "2.3"), stay_until_told, record)
+        )
+        await asyncio.wait_for(streaming.wait(), 60)
+        assert sent[0]["status"] == 200 and sent[1]["body"].startswith(b"event: feed")
+        assert signal.open_feeds("user:dee") == 1
+        leave.set()
+        await asyncio.wait_for(staying, 60)
+        assert signal.open_feeds("user:dee") == 0
+
+        # Clients that are gone at once, more of them than one user may hold open. Before ASGI
+        # 2.4 the disconnect cancels the stream while it waits to send the headers (a server
+        # waits for the socket, as here), before the events' generator took its first step.
+        async def gone() -> Message:
+            return {"type": "http.disconnect"}
+
+        async def socket_send(message: Message) -> None:
+            await asyncio.sleep(0)
+
+        async def unreachable(message: Message) -> None:
+            raise OSError("the client is gone")
+
+        for _ in range(FEEDS_PER_USER + 1):
+            await app(_feed_scope(test_settings, group.group_id, "2.3"), gone, socket_send)
+            assert signal.open_feeds("user:dee") == 0, "ASGI before 2.4: the disconnect"
+            with contextlib.suppress(ClientDisconnect):
+                await app(_feed_scope(test_settings, group.group_id, "2.4"), gone, unreachable)
+            assert signal.open_feeds("user:dee") == 0, "ASGI 2.4: the failed send"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        database.client.close()
