@@ -418,6 +418,10 @@ class LocalStack:
                 os.killpg(pid, signal.SIGTERM)
         for service, pid in running:
             _terminate(pid)
+            if service.name in AIRFLOW_SERVICES:
+                # Airflow's api-server respawns its server process in a session of its own
+                # (once while stopping): it still works in Airflow's home.
+                _kill_working_in(self._data_dir(service), "airflow")
             self._pid_file(service).unlink(missing_ok=True)
             port = service.port(self.settings)
             # Tansu needs more than a second to release its port after SIGTERM.
@@ -491,6 +495,24 @@ def _terminate(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     _reap(pid)
+
+
+def _kill_working_in(directory: Path, name: str) -> None:
+    """SIGKILL every process with ``name`` in its command line whose working directory is
+    ``directory`` or below it (a shell someone opened there is left alone)."""
+    root = str(directory)
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd").removesuffix(" (deleted)")
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if (cwd == root or cwd.startswith(root + "/")) and name in cmdline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(proc.name), signal.SIGKILL)
+            _reap(int(proc.name))
 
 
 def _group_alive(pgid: int) -> bool:

@@ -267,8 +267,9 @@ def test_stack_down_leaves_no_airflow_process(airflow_settings: Settings) -> Non
 
 
 def _processes_of(home: str) -> list[int]:
-    """Live processes whose environment names this Airflow home: its servers, LocalExecutor's
-    workers, tasks and their Spark drivers alike."""
+    """Live processes whose environment names this Airflow home, or that work in it: its
+    servers, LocalExecutor's workers, tasks and their Spark drivers alike (the api-server
+    retitles itself over its environment, so its working directory gives it away)."""
     needle = f"AIRFLOW_HOME={home}\0".encode()
     found = []
     for proc in Path("/proc").iterdir():
@@ -277,7 +278,8 @@ def _processes_of(home: str) -> list[int]:
         try:
             if "\nState:\tZ" in (proc / "status").read_text():
                 continue
-            if needle in (proc / "environ").read_bytes():
+            cwd = os.readlink(proc / "cwd").removesuffix(" (deleted)")
+            if needle in (proc / "environ").read_bytes() or cwd.startswith(home):
                 found.append(int(proc.name))
         except OSError:
             continue

@@ -168,3 +168,26 @@ def test_airflow_port_held_by_another_process_is_named_before_anything_starts(
     finally:
         holder.close()
         LocalStack(private_stack).down()
+
+
+def test_down_sweeps_an_airflow_process_that_left_its_group(tmp_path: Path) -> None:
+    # Airflow's api-server respawns its server in a session of its own: signalling the
+    # recorded process group misses it, so `down` also stops Airflow's processes by where they
+    # work. A shell opened there (no "airflow" in its command line) is left alone.
+    from devtools.stack import _kill_working_in
+
+    def spawn(*args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)", *args],
+            cwd=tmp_path, start_new_session=True,
+        )  # fmt: skip
+
+    stray, bystander = spawn("airflow", "api_server"), spawn("a-shell")
+    try:
+        _kill_working_in(tmp_path, "airflow")
+        stray.wait(timeout=10)  # raises unless it was stopped (reaped by the sweep or here)
+        assert bystander.poll() is None
+    finally:
+        stray.kill()
+        bystander.kill()
+        bystander.wait()
