@@ -131,6 +131,10 @@ class AirflowClient:
 
     # Reads
 
+    def get(self, path: str, **params: Any) -> Any:
+        """Any GET of the REST API (``/api/v2/...``), its JSON body."""
+        return self._call("GET", path, params=params)
+
     def last_run(self, dag_id: str) -> DagRun | None:
         """The newest run of ``dag_id`` (by when it was due), or None before its first."""
         body = self._call(
