@@ -101,6 +101,7 @@ def demo_pipeline(test_settings: Settings, spark: SparkSession, tmp_path: Path) 
 class Problems:
     """What a careful newcomer would notice in the browser's developer tools."""
 
+    base: str
     console: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
 
@@ -111,8 +112,11 @@ class Problems:
         page.on("response", self._response)
 
     def _console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.console.append(f"{message.text} ({message.location.get('url')})")
+        url = str(message.location.get("url") or "")
+        # Only auxcord's own pages count: the simulator's consent page stands in for Spotify's
+        # (Chromium asks it for a /favicon.ico it does not serve).
+        if message.type == "error" and url.startswith(self.base):
+            self.console.append(f"{message.text} ({url})")
 
     def _failed(self, request: Request) -> None:
         failure = request.failure or ""
@@ -145,7 +149,7 @@ def test_a_newcomer_sees_today_months_of_history_and_the_whole_story(
         listener, viewer = demo.friends[0], demo.friends[1]
         context = chromium.new_context(viewport={"width": 1200, "height": 900})
         context.set_default_timeout(WAIT_MS)
-        problems = Problems()
+        problems = Problems(demo.base)
         try:
             page = context.new_page()
             problems.watch(page)
