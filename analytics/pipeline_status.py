@@ -30,8 +30,15 @@ RETRIES = 2
 
 def days_to_aggregate(context: Mapping[str, Any]) -> tuple[date, date]:
     """The local days ``(first, last)`` a run of ``auxcord_daily`` aggregates: its conf's
-    range if given, else the day of its data interval, else (a manual run with no interval)
-    yesterday in UTC."""
+    range if given; else the day of its data interval and the day before it; else (a manual
+    run with no interval) yesterday in UTC and the day before.
+
+    Days are the listeners' local days. When the UTC day D ends, the local day D is still
+    running west of UTC (until 12:00 UTC the next day at UTC-12), so a run that took D alone
+    would count only the morning of those listeners' D and never come back for its evening.
+    Each run therefore takes D-1 too, which has ended everywhere by then: every local day is
+    aggregated once more after it is complete.
+    """
     conf = _conf(context)
     if conf.get("first") or conf.get("last"):
         first = _day(conf.get("first") or conf.get("last"), "first")
@@ -41,7 +48,7 @@ def days_to_aggregate(context: Mapping[str, Any]) -> tuple[date, date]:
         return first, last
     start = context.get("data_interval_start") or context.get("logical_date")
     day = start.astimezone(UTC).date() if start else datetime.now(UTC).date() - timedelta(1)
-    return day, day
+    return day - timedelta(days=1), day
 
 
 def run_settings(context: Mapping[str, Any]) -> Settings:

@@ -1,11 +1,12 @@
-"""Daily aggregates: each UTC day's user and group statistics, then the rollups holding it.
+"""Daily aggregates: the local days a UTC day ended, user and group statistics, then rollups.
 
 Thin on purpose: the task calls the ``aggregate_range`` job of ``analytics.jobs`` and nothing
 heavy is imported while Airflow parses this file. The timetable's data interval is one UTC
 day, so each run says which day it is for (``analytics.pipeline_status.days_to_aggregate``):
-the scheduled run just after midnight aggregates the day that ended, and ``airflow backfill
-create --dag-id auxcord_daily --from-date A --to-date B --max-active-runs 1`` runs the days A
-to B (``auxcord backfill --from A --to B`` does the same range in one Spark application and
+the scheduled run just after midnight aggregates the local day that ended and the one before
+it (still running west of UTC when the previous run came), and ``airflow backfill create
+--dag-id auxcord_daily --from-date A --to-date B --max-active-runs 1`` runs the days A-1 to B
+(``auxcord backfill --from A-1 --to B`` does the same range in one Spark application and
 stores the same documents). ``catchup=False``: a new deployment runs the last day only;
 history is a backfill's business. Each success updates the ``auxcord_daily_aggregates`` asset,
 which schedules the recommendations.

@@ -229,7 +229,7 @@ def test_airflow_backfill_stores_what_auxcord_backfill_stores(
         for name in (Collection.USER_DAILY, Collection.GROUP_DAILY)
     }
 
-    # What `auxcord backfill --from A --to B` runs, on a copy of the same plays (in this
+    # What `auxcord backfill --from A-1 --to B` runs, on a copy of the same plays (in this
     # process's Spark session, which the test run starts anyway).
     copy = airflow_settings.model_copy(
         update={"mongodb_uri": airflow_settings.mongodb_uri.replace(DATABASE, DATABASE + "_cli")}
@@ -238,7 +238,8 @@ def test_airflow_backfill_stores_what_auxcord_backfill_stores(
         mongo.drop_database(DATABASE + "_cli")
     try:
         seed(copy)
-        aggregate_range(copy, first=first, last=last, spark=spark)
+        # Each Airflow run also takes the day before its own (the local day that ended last).
+        aggregate_range(copy, first=first - timedelta(days=1), last=last, spark=spark)
         by_cli = {name: days_stored(copy, name, days) for name in by_airflow}
     finally:
         with mongo_client(copy) as mongo:

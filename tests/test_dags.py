@@ -80,7 +80,8 @@ def test_a_run_aggregates_its_data_interval_day_or_the_range_its_conf_names() ->
 
     scheduled = {"data_interval_start": datetime(2026, 3, 8, tzinfo=UTC),
                  "logical_date": datetime(2026, 3, 8, tzinfo=UTC)}  # fmt: skip
-    assert days_to_aggregate(scheduled) == (date(2026, 3, 8), date(2026, 3, 8))
+    # The UTC day's local day, and the day before it, which has only now ended everywhere.
+    assert days_to_aggregate(scheduled) == (date(2026, 3, 7), date(2026, 3, 8))
     ranged = {**scheduled, "dag_run": SimpleNamespace(conf={"first": "2026-02-01",
                                                              "last": "2026-02-28"})}  # fmt: skip
     assert days_to_aggregate(ranged) == (date(2026, 2, 1), date(2026, 2, 28))
@@ -88,7 +89,7 @@ def test_a_run_aggregates_its_data_interval_day_or_the_range_its_conf_names() ->
     assert days_to_aggregate(one) == (date(2026, 2, 3), date(2026, 2, 3))
     # A manual run with no logical date and no interval: the last complete UTC day.
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    assert days_to_aggregate({"logical_date": None}) == (yesterday, yesterday)
+    assert days_to_aggregate({"logical_date": None}) == (yesterday - timedelta(1), yesterday)
     with pytest.raises(AuxcordError, match="conf: first expects a date"):
         days_to_aggregate({"dag_run": SimpleNamespace(conf={"first": "March"})})
     with pytest.raises(AuxcordError, match="before first"):

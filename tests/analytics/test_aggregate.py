@@ -164,44 +164,6 @@ def test_backfill_and_sql_from_the_command_line(
     assert result.returncode == 1 and "the query failed" in result.stderr
 
 
-_DAG_TEST = """
-import sys
-from datetime import datetime, UTC
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-run = bag.get_dag("auxcord_daily").test(logical_date=datetime(2026, 3, 9, 2, tzinfo=UTC))
-print("STATE", run.state)
-"""
-
-
-def test_the_nightly_dag_aggregates_the_day_before(
-    test_settings: Settings, mongo_db: Database[dict[str, Any]], tmp_path: Path
-) -> None:
-    seed(mongo_db)
-    environment = {
-        **os.environ,
-        **test_settings.as_environment(),
-        "AIRFLOW_HOME": str(tmp_path),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "PYTHONPATH": str(ROOT),
-    }
-    migrate = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=environment, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
-    result = subprocess.run(
-        [sys.executable, "-c", _DAG_TEST, str(ROOT / "dags")],
-        env=environment, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert "STATE success" in result.stdout, (result.stdout + result.stderr)[-3000:]
-    days = {doc["day"] for doc in mongo_db[Collection.USER_DAILY].find()}
-    assert days == {"2026-03-08"}, "the 02:00 run on 9 March aggregates 8 March"
-    assert mongo_db[Collection.GROUP_DAILY].count_documents({"day": "2026-03-08"}) == 2
-
-
 def test_rollups_add_up_the_days_exactly(
     spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
 ) -> None:
