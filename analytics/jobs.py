@@ -58,11 +58,17 @@ def aggregate_range(
     user's with their groups), then the rollups holding them (``auxcord aggregate``,
     ``auxcord backfill``, the ``auxcord_daily`` DAG)."""
     from analytics.aggregate import aggregate_days
+    from auxcord.clients import mongo_database
+    from auxcord.joblock import exclusive
 
     require_mongodb(settings)
-    return aggregate_days(
-        settings, first, last, group=group, user=user, source=source, spark=spark, on_step=on_step
-    )
+    # One aggregation at a time per database, whoever started it: group days are rebuilt from
+    # the members' days read at the start, so two runs side by side would drop each other's.
+    with exclusive(mongo_database(settings), "aggregate"):
+        return aggregate_days(
+            settings, first, last, group=group, user=user, source=source, spark=spark,
+            on_step=on_step,
+        )  # fmt: skip
 
 
 def reaggregate_after_import(

@@ -42,6 +42,7 @@ class Collection(StrEnum):
     NOW_PLAYING = "now_playing"
     DEAD_LETTERS = "dead_letters"
     PIPELINE_STATUS = "pipeline_status"
+    JOB_LOCKS = "job_locks"
     # The Spotify daily quota: spans of possibly missing plays, and each developer account's
     # calls against its budget.
     GAPS = "gaps"
