@@ -28,8 +28,8 @@ from producers.schedule import (
     DAY_S,
     PAGE,
     AccountBudget,
-    PlanConfig,
     PollEngine,
+    PollerConfig,
     ReadState,
     projected_exhaustion,
 )
@@ -313,7 +313,7 @@ def simulate(
         spotify.locks[app] = (START + begin, START + begin + hours * HOUR)
     kafka, state, counts = FakeKafka(), FakeState(), Counts()
     engine = PollEngine(
-        PlanConfig(daily_budget=budget),
+        PollerConfig(daily_budget=budget),
         spotify=spotify,
         sink=FakeSink(kafka),
         state=state,
@@ -459,7 +459,7 @@ def test_the_hard_limit_holds_when_the_budget_is_too_small() -> None:
 
 
 def test_budget_keeps_room_for_essential_calls_and_never_passes_the_budget() -> None:
-    config = PlanConfig(daily_budget=1_000)
+    config = PollerConfig(daily_budget=1_000)
     budget = AccountBudget("acct", config, START)
     # One user: 72 idle probes, 4 idle reads and 24 token refreshes a day, plus 15 %.
     assert budget.essential_reserve() == pytest.approx(115)
@@ -490,7 +490,7 @@ def test_projected_exhaustion_at_the_last_hours_rate() -> None:
 
 
 def test_a_lock_refuses_every_call_until_it_ends() -> None:
-    budget = AccountBudget("acct", PlanConfig(), START)
+    budget = AccountBudget("acct", PollerConfig(), START)
     assert budget.lock(START, START + 13 * HOUR, "QUOTA_EXCEEDED")
     assert not budget.lock(START + 1, START + 2 * HOUR, "QUOTA_EXCEEDED"), "logged once"
     assert budget.spend(START + HOUR, 1, essential=True) == pytest.approx(12 * HOUR)
@@ -503,7 +503,7 @@ def test_a_short_429_pauses_only_its_app() -> None:
     apps = {user: ("a" if user == "user0" else "b") for user in listeners}
     spotify = FakeSpotify(clock, listeners, apps)
     engine = PollEngine(
-        PlanConfig(), spotify=spotify, sink=FakeSink(FakeKafka()), state=FakeState(),
+        PollerConfig(), spotify=spotify, sink=FakeSink(FakeKafka()), state=FakeState(),
         clock=clock, observer=Counts(),
     )  # fmt: skip
     for user in listeners:
