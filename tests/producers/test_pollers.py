@@ -426,7 +426,9 @@ def test_quota_exceeded_stops_that_account_until_retry_after_and_records_its_gap
             stop(poller)
         gaps = list(database["gaps"].find())
         assert {gap["cause"] for gap in gaps} == {"quota_lockout"}
-        assert {gap["user_id"] for gap in gaps} == {binger}
+        # The binger overflowed for sure; other locked friends may have too, in 14 hours.
+        gap_users = {gap["user_id"] for gap in gaps}
+        assert binger in gap_users and gap_users <= locked_users, gap_users
         # Every play lost is inside a gap of its user, and every gap holds a lost play.
         read_the_rest(world)
         truth = [r for r in sim.ground_truth() if r["listed"] and r["played_at_ms"] > start_ms]
