@@ -1,32 +1,37 @@
 """History imports started from the dashboard: the upload is saved to disk and queued; a few
-worker threads take the queue in order, publish each export with
-:func:`producers.history.import_history` (the progress the page shows), then get it stored and
-re-aggregated by ``auxcord import`` in a child process.
+worker threads take the queue in order and run ``auxcord import FILE --user U --progress-json``
+in a child process for each, following the JSON lines it prints for the page's progress.
+
+Why all of it in a child: the export is untrusted (a zip to inflate, up to 1.5 M rows to parse)
+and publishing and re-aggregating run Kafka clients and a Spark JVM, none of which belong in the
+web server (which never imports producer code: ``tests/test_import_graph.py``). The child's
+refusals (the export is not one, belongs to another account, is over a limit) speak of the
+uploader's file and are shown as they are; any other failure is logged with the child's stderr
+(which names internal hosts and paths) and the page shows :data:`STORING_FAILED`.
 
 Bounded, so that uploads cannot overload the server: one import at a time per user (a second
 upload while one is queued or running is refused), at most :data:`MAX_RUNNING` at once for
-everyone (each runs a Spark JVM), and at most :data:`MAX_QUEUED` waiting. The re-aggregation is
-scoped to the uploader and their groups (:func:`analytics.aggregate.aggregate_days` with
-``user=``), as on the command line.
-
-Why a child process for the second half: re-aggregating runs Spark, whose JVM has no place in
-the web server. ``auxcord import`` on the same file finds the import already published (imports
-are keyed by their content), so it only gets the plays stored and re-aggregates their days,
-exactly as after a command-line import. Its output (which names internal hosts and paths) goes
-to the server's log, never to the uploader.
+everyone (each runs a Spark JVM), at most :data:`MAX_QUEUED` waiting, and each child killed after
+:data:`IMPORT_TIMEOUT` (a child stuck on a server would otherwise hold its worker for ever). The
+re-aggregation is scoped to the uploader and their groups (``--user``), as on the command line.
+Finished jobs are forgotten after :data:`FINISHED_KEPT`, so the page of an old import is a 404.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import queue
 import secrets
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,8 +53,14 @@ STORING_FAILED = (
 )
 FINISHED = ("done", "failed")
 AUXCORD_IMPORT = (sys.executable, "-c", "from cli.main import main; main()", "import")
-"""The command that stores and re-aggregates a published import; the file and ``--user U``
-are appended."""
+"""The command that imports an upload; the file, ``--user U`` and ``--progress-json`` are
+appended (see ``producers/import_cli.py``'s ``JsonLines`` for what it prints)."""
+IMPORT_TIMEOUT = 2 * 60 * 60.0
+"""Seconds an import's child may run before it is killed and the job failed. A decade's export
+takes minutes (bench/RESULTS.md); two hours only ends a child stuck on a server."""
+FINISHED_KEPT = timedelta(hours=1)
+"""How long a finished job stays in memory (its page and status) before the next upload drops
+it; the stats it produced stay, of course."""
 
 
 class UploadRefused(AuxcordError):
@@ -69,6 +80,10 @@ class ImportJob:
     total: int | None = None
     report: dict[str, Any] | None = None
     error: str | None = None
+    finished_at: datetime | None = None
+
+    def finish(self, stage: str, error: str | None = None) -> None:
+        self.stage, self.error, self.finished_at = stage, error, datetime.now(UTC)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -83,25 +98,6 @@ class ImportJob:
         }
 
 
-def _report_view(report: Any) -> dict[str, Any]:
-    return {
-        "rows": report.rows,
-        "accepted": report.accepted,
-        "podcasts": report.podcasts,
-        "published": report.published,
-        "already_stored": report.already_stored,
-        "duplicates": report.duplicates,
-        "skipped": dict(report.skipped),
-        "rejected": dict(report.rejected),
-        "samples": [
-            {"row": s.row, "file": s.file, "reason": s.reason, "detail": s.detail}
-            for s in report.samples
-        ],
-        "first_day": report.first_day.isoformat() if report.first_day else None,
-        "last_day": report.last_day.isoformat() if report.last_day else None,
-    }
-
-
 class ImportJobs:
     """The imports this web server queued, by job id (kept in memory: a restart forgets the
     page and the queue, not what was published, which ``auxcord import`` can resume)."""
@@ -113,8 +109,9 @@ class ImportJobs:
         running: int = MAX_RUNNING,
         queued: int = MAX_QUEUED,
         store_command: tuple[str, ...] = AUXCORD_IMPORT,
+        timeout: float = IMPORT_TIMEOUT,
     ) -> None:
-        self.settings, self.store_command = settings, store_command
+        self.settings, self.store_command, self.timeout = settings, store_command, timeout
         self.folder = settings.data_dir / "uploads"
         self.jobs: dict[str, ImportJob] = {}
         self.lock = threading.Lock()
@@ -140,6 +137,7 @@ class ImportJobs:
         job = ImportJob(job_id, user_id, safe_name, path, datetime.now(UTC))
         # Claimed before the upload is saved, so two uploads at once cannot both pass.
         with self.lock:
+            self._forget_finished()
             unfinished = [j for j in self.jobs.values() if j.stage not in FINISHED]
             if any(j.user_id == user_id for j in unfinished):
                 raise UploadRefused(
@@ -171,6 +169,13 @@ class ImportJobs:
         )
         return job
 
+    def _forget_finished(self) -> None:
+        """Drop jobs finished over :data:`FINISHED_KEPT` ago (called with the lock held)."""
+        horizon = datetime.now(UTC) - FINISHED_KEPT
+        for job_id, job in list(self.jobs.items()):
+            if job.finished_at is not None and job.finished_at < horizon:
+                del self.jobs[job_id]
+
     def _save(self, upload: BinaryIO, path: Path) -> int:
         self.folder.mkdir(parents=True, exist_ok=True)
         written = 0
@@ -191,40 +196,73 @@ class ImportJobs:
                 self._run(job)
             except Exception:
                 log.exception("history import crashed", extra={"user_id": job.user_id})
-                job.stage, job.error = "failed", STORING_FAILED
+                job.finish("failed", STORING_FAILED)
             finally:
                 job.path.unlink(missing_ok=True)
 
     def _run(self, job: ImportJob) -> None:
-        from producers.history import import_history
-
-        def on_progress(done: int, total: int | None) -> None:
-            job.stage = "reading" if total is None else "publishing"
-            job.done, job.total = done, total
-
+        """Run the child, following its JSON lines, until it exits or :attr:`timeout` ends it."""
         job.stage = "reading"
-        try:
-            report = import_history(self.settings, job.path, job.user_id, on_progress=on_progress)
-        except AuxcordError as exc:
-            refused_report = getattr(exc, "report", None)
-            job.report = _report_view(refused_report) if refused_report is not None else None
-            job.stage, job.error = "failed", str(exc)
-            return
-        job.report = _report_view(report)
+        refusal: str | None = None
+        with tempfile.TemporaryFile() as errors:
+            child = subprocess.Popen(
+                [*self.store_command, str(job.path), "--user", job.user_id, "--progress-json"],
+                env={**os.environ, **self.settings.as_environment()},
+                stdout=subprocess.PIPE, stderr=errors, text=True,
+                start_new_session=True,  # its own process group, Spark's JVM included
+            )  # fmt: skip
+            killed = threading.Event()
+            timer = threading.Timer(self.timeout, _kill, (child, killed))
+            timer.daemon = True
+            timer.start()
+            try:
+                assert child.stdout is not None
+                for line in child.stdout:
+                    refusal = _follow(job, line) or refusal
+                returncode = child.wait()
+            finally:
+                timer.cancel()
+            if refusal is not None:
+                job.finish("failed", refusal)
+            elif returncode == 0:
+                job.finish("done")
+            else:
+                errors.seek(0)
+                ended = f"killed after {self.timeout:.0f} s" if killed.is_set() else "failed"
+                # The child's words name internal hosts and paths: for the log, not the page.
+                log.warning(
+                    "history import %s (exit %d): %s",
+                    ended,
+                    returncode,
+                    errors.read().decode(errors="replace").strip()[-4000:],
+                    extra={"user_id": job.user_id, "job": job.job_id},
+                )
+                job.finish("failed", STORING_FAILED)
+
+
+def _kill(child: subprocess.Popen[str], killed: threading.Event) -> None:
+    """End a child that ran over its time, with everything it started."""
+    killed.set()
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.killpg(child.pid, signal.SIGKILL)
+
+
+def _follow(job: ImportJob, line: str) -> str | None:
+    """Apply one of the child's lines to ``job``; the refusal message if it is one."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict):
+        # A library writing to stdout (Spark's JVM can): not ours to interpret.
+        log.debug("history import child printed %r", line[:200], extra={"user_id": job.user_id})
+        return None
+    if "report" in message:
+        job.report = message["report"]
+    if "refused" in message:
+        return str(message["refused"])
+    if "report" in message:
         job.stage = "storing"
-        finished = subprocess.run(
-            [*self.store_command, str(job.path), "--user", job.user_id],
-            env={**os.environ, **self.settings.as_environment()},
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if finished.returncode != 0:
-            # The child's words name internal hosts and paths: for the log, not the page.
-            log.warning(
-                "history import storing failed (exit %d): %s",
-                finished.returncode,
-                finished.stderr.strip()[-4000:],
-                extra={"user_id": job.user_id, "job": job.job_id},
-            )
-            job.stage, job.error = "failed", STORING_FAILED
-            return
-        job.stage = "done"
+    elif message.get("stage") in ("reading", "publishing"):
+        job.stage, job.done, job.total = message["stage"], message["done"], message["total"]
+    return None

@@ -1,18 +1,23 @@
 """``auxcord import``: a Spotify data export into the pipeline, stored and aggregated.
 
-Publishing is :func:`producers.history.import_history` (the dashboard's upload calls the same
-function); this command adds a progress bar, the report, and then, unless ``--no-aggregate``,
-:func:`producers.history.pipeline.store_and_aggregate`. Spark's JVM starts in the background
+Publishing is :func:`producers.history.import_sources`; this command adds a progress bar, the
+report, and then, unless ``--no-aggregate``, :func:`producers.history.pipeline.store_and_aggregate`.
+The dashboard's upload queue (``api/imports.py``) runs this command in a child process with
+``--progress-json``, so that parsing an untrusted file, inflating its zip and publishing to Kafka
+never happen in the web server: the child then writes one JSON object per line on stdout
+(:class:`JsonLines`) and everything else on stderr. Spark's JVM starts in the background
 while the export is read and published (10 to 20 s that would otherwise come after), and the
 stream's available-now run and the aggregation share it. Each step's time is printed.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +31,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from auxcord.errors import AuxcordError
 from auxcord.settings import get_settings
 
 if TYPE_CHECKING:
@@ -57,16 +63,26 @@ def import_command(
             "`auxcord backfill`.",
         ),
     ] = False,
+    progress_json: Annotated[
+        bool,
+        typer.Option(
+            "--progress-json",
+            help="For programs (the dashboard's upload queue): print progress, the report and "
+            "a refusal as one JSON object per line on stdout; everything else goes to stderr.",
+        ),
+    ] = False,
 ) -> None:
     """Import a Spotify streaming-history export: plays of 30 s or more, once each, through
     Kafka to MongoDB and GCS, then re-aggregate the days they fall on. Safe to re-run: a killed
     import resumes where it stopped. A Streaming History file of another Spotify account
     (its ``username``) is refused."""
     settings = get_settings()
+    lines = JsonLines() if progress_json else None
+    out = Console(stderr=True) if progress_json else console
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-start") as pool:
         spark = None if no_aggregate else _SparkStarter(settings, pool)
         try:
-            _import(settings, paths, user, spark)
+            _import(settings, paths, user, spark, out, lines)
         finally:
             if spark is not None:
                 spark.stop()
@@ -101,9 +117,55 @@ class _SparkStarter:
             self.future.result().stop()
 
 
-def _import(settings: Settings, paths: list[Path], user: str, spark: _SparkStarter | None) -> None:
+class JsonLines:
+    """``--progress-json``'s output: one JSON object per line on stdout, flushed at once, for
+    ``api/imports.py`` to follow while the child runs. The objects are:
+
+    - ``{"stage": "reading" | "publishing", "done": N, "total": T | null}`` as rows go by;
+    - ``{"report": {...}}`` once published (:func:`report_view`; storing starts next);
+    - ``{"refused": "message", "report": {...} | null}`` when the export is refused: the
+      message speaks of the uploader's file, so it may be shown to them.
+
+    The exit status says whether storing and aggregating worked; their errors go to stderr only
+    (they name internal hosts and paths)."""
+
+    def emit(self, **fields: Any) -> None:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
+
+    def progress(self, done: int, total: int | None) -> None:
+        self.emit(stage="reading" if total is None else "publishing", done=done, total=total)
+
+
+def report_view(report: ImportReport) -> dict[str, Any]:
+    """The report's figures as the upload page shows them (JSON types only)."""
+    return {
+        "rows": report.rows,
+        "accepted": report.accepted,
+        "podcasts": report.podcasts,
+        "published": report.published,
+        "already_stored": report.already_stored,
+        "duplicates": report.duplicates,
+        "skipped": dict(report.skipped),
+        "rejected": dict(report.rejected),
+        "samples": [
+            {"row": s.row, "file": s.file, "reason": s.reason, "detail": s.detail}
+            for s in report.samples
+        ],
+        "first_day": report.first_day.isoformat() if report.first_day else None,
+        "last_day": report.last_day.isoformat() if report.last_day else None,
+    }
+
+
+def _import(
+    settings: Settings,
+    paths: list[Path],
+    user: str,
+    spark: _SparkStarter | None,
+    console: Console,
+    lines: JsonLines | None,
+) -> None:
     from producers.history import import_sources
-    from producers.history.report import ImportRefused
     from producers.history.state import ImportStateStore
 
     began = time.perf_counter()
@@ -120,6 +182,8 @@ def _import(settings: Settings, paths: list[Path], user: str, spark: _SparkStart
         def on_progress(done: int, total: int | None) -> None:
             if spark is not None and (total is not None or done >= _SPARK_AFTER_ROWS):
                 spark.start()
+            if lines is not None:
+                lines.progress(done, total)
             if total is None:
                 progress.update(reading, completed=done)
                 return
@@ -128,12 +192,21 @@ def _import(settings: Settings, paths: list[Path], user: str, spark: _SparkStart
 
         try:
             report = import_sources(settings, paths, user, on_progress=on_progress)
-        except ImportRefused as refused:
+        except AuxcordError as refused:
+            # Everything refused while reading and publishing is about the export itself.
             progress.stop()
-            if refused.report is not None and refused.report.rows:
-                print_report(refused.report)
+            partial: ImportReport | None = getattr(refused, "report", None)
+            if lines is not None:
+                lines.emit(
+                    refused=str(refused),
+                    report=report_view(partial) if partial is not None else None,
+                )
+            if partial is not None and partial.rows:
+                print_report(partial, console)
             raise
-    print_report(report)
+    print_report(report, console)
+    if lines is not None:
+        lines.emit(report=report_view(report))
     console.print(f"read and published in {time.perf_counter() - began:.1f} s")
     if spark is None:
         if report.first_day is not None:
@@ -179,7 +252,7 @@ def _finish(progress: Progress, task: TaskID) -> None:
     progress.update(task, total=current, completed=current)
 
 
-def print_report(report: ImportReport) -> None:
+def print_report(report: ImportReport, console: Console) -> None:
     """The import's figures, then a sample of rejected rows with their reasons."""
     table = Table(title=f"History import for {report.user_id}", show_header=False)
     table.add_column("what")

@@ -4,15 +4,19 @@ aggregated by the same pipeline as ``auxcord import``; nobody else can see the i
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
+from api.imports import ImportJob
 from auxcord.accounts import AccountStore
 from auxcord.clients import mongo_database
 from auxcord.names import Collection
@@ -126,6 +130,14 @@ def test_imports_are_queued_one_per_user_and_a_few_at_once(tmp_path: Path) -> No
     jobs.start("ana", "my_spotify_data.zip", io.BytesIO(b"PK"))  # her next one, once done
 
 
+def wait_until_finished(job: ImportJob) -> dict[str, Any]:
+    deadline = time.monotonic() + 300
+    while job.stage not in ("done", "failed"):
+        assert time.monotonic() < deadline, job.view()
+        time.sleep(0.2)
+    return job.view()
+
+
 def test_a_failed_storing_step_is_logged_not_shown(
     uploader: tuple[str, Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -133,17 +145,83 @@ def test_a_failed_storing_step_is_logged_not_shown(
 
     _, settings = uploader
     secret = "mongodb://10.1.2.3:27017 in /srv/auxcord/private/path"
-    failing = (sys.executable, "-c", f"import sys; sys.exit({secret!r})")
-    jobs = ImportJobs(settings, store_command=failing)
+    # The real `auxcord import` reads and publishes (its JSON lines reach the job), then the
+    # storing step fails with words that must not reach the page.
+    publish_then_fail = (
+        f"import subprocess, sys; subprocess.run([sys.executable, '-c', "
+        f"'from cli.main import main; main()', 'import', *sys.argv[1:], '--no-aggregate'], "
+        f"check=True); sys.exit({secret!r})"
+    )
+    jobs = ImportJobs(settings, store_command=(sys.executable, "-c", publish_then_fail))
     with EXPORT.open("rb") as export:
         job = jobs.start("uploader", EXPORT.name, export)
-    deadline = time.monotonic() + 300
-    while job.stage not in ("done", "failed"):
-        assert time.monotonic() < deadline, job.view()
-        time.sleep(0.2)
-    view = job.view()
+    view = wait_until_finished(job)
     assert view["stage"] == "failed" and view["error"] == STORING_FAILED
     assert "10.1.2.3" not in repr(view) and "/srv/auxcord" not in repr(view)
     assert view["report"]["accepted"] == 782, "the report of what was read is still shown"
     assert any(secret in record.getMessage() for record in caplog.records), "logged instead"
     assert not job.path.exists(), "the upload is removed"
+
+
+def test_a_refused_export_shows_the_childs_reason(uploader: tuple[str, Settings]) -> None:
+    from api.imports import ImportJobs
+
+    _, settings = uploader
+    jobs = ImportJobs(settings)
+    job = jobs.start("uploader", "my_spotify_data.zip", io.BytesIO(b"not a zip at all"))
+    view = wait_until_finished(job)
+    assert view["stage"] == "failed"
+    assert view["error"] and "zip" in view["error"].lower(), view["error"]
+
+
+# A stand-in for `auxcord import --progress-json`: an upload reading "hang" hangs (after writing
+# its pid next to the file), any other reports one accepted play and succeeds.
+FAKE_CHILD = """
+import json, os, sys, time
+path = sys.argv[1]
+if open(path).read() == "hang":
+    open(path + ".pid", "w").write(str(os.getpid()))
+    time.sleep(600)
+print(json.dumps({"stage": "publishing", "done": 1, "total": 1}), flush=True)
+print(json.dumps({"report": {"accepted": 1}}), flush=True)
+"""
+
+
+def test_a_hanging_import_is_killed_and_the_next_one_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from api.imports import STORING_FAILED, ImportJobs
+    from auxcord.settings import load_settings
+
+    jobs = ImportJobs(
+        load_settings(data_dir=tmp_path),
+        running=1,
+        store_command=(sys.executable, "-c", FAKE_CHILD),
+        timeout=1,
+    )
+    hung = jobs.start("ana", "my_spotify_data.zip", io.BytesIO(b"hang"))
+    after = jobs.start("ben", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    pid_file = Path(f"{hung.path}.pid")
+    assert wait_until_finished(hung)["error"] == STORING_FAILED
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # the child is gone, not left sleeping
+    assert any("killed after 1 s" in record.getMessage() for record in caplog.records)
+    view = wait_until_finished(after)
+    assert view["stage"] == "done", "the single worker was freed for the next upload"
+    assert view["report"] == {"accepted": 1} and (view["done"], view["total"]) == (1, 1)
+
+
+def test_finished_imports_are_forgotten_after_a_while(tmp_path: Path) -> None:
+    from api.imports import FINISHED_KEPT, ImportJobs
+    from auxcord.settings import load_settings
+
+    jobs = ImportJobs(load_settings(data_dir=tmp_path), running=0)
+    old = jobs.start("ana", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    old.finish("done")
+    assert old.finished_at is not None
+    old.finished_at -= FINISHED_KEPT + timedelta(minutes=1)
+    recent = jobs.start("ben", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    recent.finish("failed", "refused")
+    jobs.start("cy", "my_spotify_data.zip", io.BytesIO(b"PK"))
+    assert jobs.get(old.job_id, "ana") is None, "finished over an hour ago: dropped"
+    assert jobs.get(recent.job_id, "ben") is recent, "finished just now: still shown"
