@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from analytics.daily import (
     as_summaries,
-    before_from_summaries,
     group_daily_stats,
     local_listens,
+    prior_history_from_summaries,
     user_daily_stats,
 )
 from analytics.periods import affected_periods, local_days_window, period_days
@@ -225,7 +225,7 @@ def aggregate_days(
     plays = local_listens(listens, read_users(session, database, scope.users)).cache()
     on_step(AggregateStep.USER_DAYS)
     own = stored if not scope.others else stored.where(~stored.user_id.isin(scope.others))
-    before = before_from_summaries(own, first)
+    before = prior_history_from_summaries(own, first)
     # Checkpointed, not cached: later plans build on it, and Spark compares every new plan
     # with the lineage of what is cached (deep ones here made that the slowest step).
     user_daily = user_daily_stats(plays, first, last, before).localCheckpoint()
@@ -292,15 +292,15 @@ def stored_summaries_queries(
     (its streak runs on). Rollups: the other months of the years holding the range, and the
     other years. Together with the range's own days they are what
     :func:`analytics.rollups.contributions` needs, and the ones before ``first`` cover every
-    earlier day for :func:`analytics.daily.before_from_summaries`.
+    earlier day for :func:`analytics.daily.prior_history_from_summaries`.
 
     Several plain range and ``$in`` queries rather than one ``$or`` with ``$nin``: each is
     answered from the ``day`` or ``period`` index, where the local server scanned the whole
     collection for the combined one (6 s instead of 1 s on a year of 110 users).
     """
     periods = affected_periods(first, last)
-    eve = first - timedelta(days=1)
-    span_start = min(period_days("week", first)[0], period_days("month", first)[0], eve)
+    day_before = first - timedelta(days=1)
+    span_start = min(period_days("week", first)[0], period_days("month", first)[0], day_before)
     span_end = max(period_days("week", last)[1], period_days("month", last)[1])
     days: list[dict[str, Any]] = [
         {"day": {"$gte": span_start.isoformat(), "$lt": first.isoformat()}},
@@ -343,13 +343,13 @@ def update_rollups(
     periods = affected_periods(first, last)
     # All-time adds up the years (the one just rebuilt and the stored others), not every
     # month and day again: half the work of a daily run's rollups.
-    below = user_rollups(contributions(summaries, [p for p in periods if p != "all"]))
-    below = below.localCheckpoint()
+    period_rollups = user_rollups(contributions(summaries, [p for p in periods if p != "all"]))
+    period_rollups = period_rollups.localCheckpoint()
     year_summaries = summaries.where(F.col("period").startswith("year:")).unionByName(
-        as_summaries(below.where(F.col("period").startswith("year:")), summaries.schema)
+        as_summaries(period_rollups.where(F.col("period").startswith("year:")), summaries.schema)
     )
     all_time = user_rollups(contributions(year_summaries, ["all"]))
-    users = below.unionByName(all_time).localCheckpoint()
+    users = period_rollups.unionByName(all_time).localCheckpoint()
     groups = group_rollups(users, memberships).localCheckpoint()
     years = sorted(key.removeprefix("year:") for key in periods if key.startswith("year:"))
     minutes = group_day_minutes(summaries, memberships, periods)

@@ -7,7 +7,7 @@ counts here (``item_type == "track"``); podcasts are kept apart.
 Everything a day's figures depend on lies on or before that day (first plays, streaks), so the
 result for a day is the same whether it is computed alone or inside a backfill over a range.
 What a range needs from the days before it (the tracks and artists already heard, the streak
-running into it) is a :class:`Before`, built from the stored days and rollups, so a run reads
+running into it) is a :class:`PriorHistory`, built from the stored days and rollups, so a run reads
 the plays of its own days only, not the whole history.
 """
 
@@ -108,7 +108,7 @@ def _count(plays: DataFrame, keys: list[str], fields: list[str]) -> DataFrame:
 
 
 @dataclass(frozen=True)
-class Before:
+class PriorHistory:
     """What discoveries and streaks of a range of days need from the days before it.
 
     ``tracks`` (user_id, track_key) and ``artists`` (user_id, artist_name): everything each
@@ -121,8 +121,8 @@ class Before:
     streaks: DataFrame
 
 
-def before_from_summaries(summaries: DataFrame, first: date) -> Before:
-    """The :class:`Before` of a range starting on ``first``, from what was stored before it.
+def prior_history_from_summaries(summaries: DataFrame, first: date) -> PriorHistory:
+    """The :class:`PriorHistory` of a range starting on ``first``, from what was stored before it.
 
     ``summaries`` holds stored user days (``day`` as ``YYYY-MM-DD``) and month and year
     rollups (``period``), as :func:`analytics.sources.summaries_schema` reads them; together
@@ -139,11 +139,11 @@ def before_from_summaries(summaries: DataFrame, first: date) -> Before:
     )
     tracks = earlier.select("user_id", F.explode("track_counts.track_key").alias("track_key"))
     artists = earlier.select("user_id", F.explode("artist_counts.artist_name").alias("artist_name"))
-    eve = summaries.where(day == F.lit((first - timedelta(days=1)).isoformat()))
-    return Before(
+    day_before = summaries.where(day == F.lit((first - timedelta(days=1)).isoformat()))
+    return PriorHistory(
         tracks.distinct(),
         artists.distinct(),
-        eve.select("user_id", F.col("streak").cast(T.IntegerType()).alias("streak")),
+        day_before.select("user_id", F.col("streak").cast(T.IntegerType()).alias("streak")),
     )
 
 
@@ -165,7 +165,7 @@ def as_summaries(frame: DataFrame, schema: T.StructType) -> DataFrame:
     )
 
 
-def first_days(plays: DataFrame, before: Before | None) -> DataFrame:
+def first_days(plays: DataFrame, before: PriorHistory | None) -> DataFrame:
     """Per user: how many tracks and artists were first heard on each local day of ``plays``,
     leaving out those heard ``before``."""
     tracks = plays.groupBy("user_id", "track_key").agg(F.min("day").alias("day"))
@@ -184,7 +184,7 @@ def first_days(plays: DataFrame, before: Before | None) -> DataFrame:
     )
 
 
-def streaks(plays: DataFrame, first: date, before: Before | None) -> DataFrame:
+def streaks(plays: DataFrame, first: date, before: PriorHistory | None) -> DataFrame:
     """Per user and active day of ``plays`` (which start on ``first``): how many days in a row,
     ending that day, had a play; a run starting on ``first`` continues ``before``'s."""
     active = plays.select("user_id", "day").distinct()
@@ -208,7 +208,7 @@ def streaks(plays: DataFrame, first: date, before: Before | None) -> DataFrame:
 
 
 def user_daily_stats(
-    history: DataFrame, first: date, last: date, before: Before | None
+    history: DataFrame, first: date, last: date, before: PriorHistory | None
 ) -> DataFrame:
     """One row per user and local day in ``[first, last]`` with a play.
 

@@ -234,7 +234,7 @@ def _import(
             on_step=lambda step: progress.update(task, description=step),
         )
         progress.update(task, total=1, completed=1, description="done")
-    console.print(f"plays stored ({outcome.delivery}) in {outcome.seconds['stored']:.1f} s")
+    console.print(f"plays {outcome.stored_by} in {outcome.seconds['stored']:.1f} s")
     console.print(f"repaired {outcome.repaired_gaps} gaps (spans of possibly missing plays)")
     result = outcome.aggregated
     if result is None:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from auxcord.clients import mongo_database
@@ -85,18 +86,25 @@ def _stream_running(settings: Settings, status: dict[str, Any]) -> bool:
     return False
 
 
-def deliver(
+class StoredBy(StrEnum):
+    """How an import's plays reached MongoDB, as the CLI reports it."""
+
+    ALREADY = "already stored by the running stream"
+    RUNNING_STREAM = "stored by the running stream, waited for"
+    IMPORT_STREAM = "streamed by the import itself"
+
+
+def store_published(
     settings: Settings,
     report: ImportReport,
     *,
     spark: SparkSession | None = None,
     on_step: Callable[[str], None] = lambda _: None,
-) -> str:
-    """Make sure what ``report`` published is stored; returns how ("stored", "waited",
-    "streamed")."""
+) -> StoredBy:
+    """Make sure what ``report`` published is stored; returns how."""
     status = _status(settings)
     if _covered(settings, status, report.kafka_ends):
-        return "stored"
+        return StoredBy.ALREADY
     if _stream_running(settings, status):
         on_step("waiting for the running stream")
         last_change, seen = time.monotonic(), status.get("updated_at")
@@ -109,7 +117,7 @@ def deliver(
                     "are on Kafka: check `auxcord stream`, then run the import again"
                 )
             time.sleep(0.5)
-        return "waited"
+        return StoredBy.RUNNING_STREAM
     on_step("storing plays (stream, available-now)")
     from auxcord.spark import build_spark_session
     from streaming.job import start_stream
@@ -133,7 +141,7 @@ def deliver(
         writer.totals.new_listens,
         extra={"user_id": report.user_id},
     )
-    return "streamed"
+    return StoredBy.IMPORT_STREAM
 
 
 def current_listen_ends(settings: Settings) -> dict[int, int]:
@@ -172,7 +180,7 @@ class StoreOutcome:
     """What :func:`store_and_aggregate` did: how the plays were stored, the gaps the import
     repaired, the aggregation (None when no day needed it), and each step's seconds."""
 
-    delivery: str
+    stored_by: StoredBy
     repaired_gaps: int
     aggregated: AggregateResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -203,7 +211,7 @@ def store_and_aggregate(
         began = time.perf_counter()
         if report.kafka_ends and not _covered(settings, _status(settings), report.kafka_ends):
             session = session or build_spark_session(settings, "auxcord-import")
-        delivery = deliver(settings, report, spark=session, on_step=on_step)
+        stored_by = store_published(settings, report, spark=session, on_step=on_step)
         repaired = 0
         if report.first_play is not None and report.last_play is not None:
             repaired = GapStore(database).repair_covered(
@@ -211,7 +219,7 @@ def store_and_aggregate(
             )
             if repaired:
                 log.info("import repaired %d gaps", repaired, extra={"user_id": report.user_id})
-        outcome = StoreOutcome(delivery, repaired)
+        outcome = StoreOutcome(stored_by, repaired)
         outcome.seconds["stored"] = time.perf_counter() - began
         days = aggregation_range(settings, report)
         if days is not None:

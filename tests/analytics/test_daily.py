@@ -14,9 +14,9 @@ import pytest
 
 from analytics.daily import (
     as_summaries,
-    before_from_summaries,
     group_daily_stats,
     local_listens,
+    prior_history_from_summaries,
     user_daily_stats,
 )
 from analytics.sources import summaries_schema
@@ -117,7 +117,7 @@ def days_after_history(history: DataFrame, first: date, last: date) -> DataFrame
     the same way from START, with nothing before), as a run after the stored days does."""
     earlier = user_daily_stats(history, START, first - timedelta(days=1), None)
     schema = history.sparkSession.createDataFrame(summaries_schema().empty_table()).schema
-    before = before_from_summaries(as_summaries(earlier, schema), first)
+    before = prior_history_from_summaries(as_summaries(earlier, schema), first)
     return user_daily_stats(history, first, last, before)
 
 
