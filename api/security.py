@@ -13,8 +13,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auxcord.ratelimit import RollingWindowLimiter
 
-CSRF_FIELD = "csrf_token"
-
 
 def session_secret(request: Request, key: str) -> str:
     """A random value kept in this browser's signed session under ``key``, made on first use."""

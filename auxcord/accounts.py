@@ -236,6 +236,3 @@ class AccountStore:
         if client_id is not None:
             query["client_id"] = client_id
         return [_account(d) for d in self._users.find(query, {"tokens": 0}).sort("_id", 1)]
-
-    def list_all(self) -> list[LinkedAccount]:
-        return [_account(d) for d in self._users.find({}, {"tokens": 0}).sort("_id", 1)]

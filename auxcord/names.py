@@ -52,7 +52,6 @@ class Collection(StrEnum):
     GROUP_DAILY = "group_daily"
     USER_ROLLUPS = "user_rollups"
     GROUP_ROLLUPS = "group_rollups"
-    TASTE_MATCH = "taste_match"
     GROUP_RECAPS = "group_recaps"
     RECOMMENDATIONS = "recommendations"
     MODEL_RUNS = "model_runs"

@@ -98,9 +98,6 @@ class Catalog:
     def size(self) -> int:
         return len(self.track_ids)
 
-    def tracks_by_artist(self, artist: int) -> np.ndarray:
-        return np.flatnonzero(self.track_artist == artist)
-
 
 def build_catalog(seed: int, artists: int = 300, shows: int = 12) -> Catalog:
     """Generate the catalog for ``seed``: about 10 tracks per album, 1 to 4 albums per artist."""

@@ -68,10 +68,6 @@ class ImportReport:
         return sum(self.rejected.values())
 
     @property
-    def skipped_rows(self) -> int:
-        return sum(self.skipped.values())
-
-    @property
     def first_day(self) -> date | None:
         return min(self.days) if self.days else None
 
