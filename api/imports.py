@@ -222,6 +222,9 @@ class ImportJobs:
                 returncode = child.wait()
             finally:
                 timer.cancel()
+                if child.poll() is None:  # this thread failed while following: end the child
+                    _kill(child, killed)
+                    child.wait()
             if refusal is not None:
                 job.finish("failed", refusal)
             elif returncode == 0:
@@ -257,12 +260,11 @@ def _follow(job: ImportJob, line: str) -> str | None:
         # A library writing to stdout (Spark's JVM can): not ours to interpret.
         log.debug("history import child printed %r", line[:200], extra={"user_id": job.user_id})
         return None
-    if "report" in message:
-        job.report = message["report"]
     if "refused" in message:
+        job.report = message.get("report")
         return str(message["refused"])
-    if "report" in message:
-        job.stage = "storing"
+    if "report" in message:  # published: storing and re-aggregating come next
+        job.report, job.stage = message["report"], "storing"
     elif message.get("stage") in ("reading", "publishing"):
         job.stage, job.done, job.total = message["stage"], message["done"], message["total"]
     return None
