@@ -250,7 +250,7 @@ def aggregate_days(
         return documents
 
     # Group days and rollups are independent Spark jobs: side by side they fill the gaps
-    # each leaves on the cores between its stages (a year's backfill 245 s → 208 s).
+    # each leaves on the cores between its stages (bench/RESULTS.md, daily aggregates).
     with ThreadPoolExecutor(max_workers=1) as side:
         group_days = side.submit(store_group_days)
         summaries = stored.unionByName(as_summaries(user_daily, stored.schema))
@@ -296,7 +296,7 @@ def stored_summaries_queries(
 
     Several plain range and ``$in`` queries rather than one ``$or`` with ``$nin``: each is
     answered from the ``day`` or ``period`` index, where the local server scanned the whole
-    collection for the combined one (6 s instead of 1 s on a year of 110 users).
+    collection for the combined one, several times slower on a year of plays.
     """
     periods = affected_periods(first, last)
     day_before = first - timedelta(days=1)

@@ -227,7 +227,7 @@ def summaries_table(
     wanted = Schema({field.name: field.type for field in schema})
     # No projection (pymongoarrow reads only the schema's fields anyway): the documents are
     # mostly the counts read here, and the local server projects slower than it sends
-    # (rollups 2.7 s instead of 4.5 s).
+    # (measured in bench/bench_aggregate.py; bench/RESULTS.md).
     tables = [
         find_arrow_all(
             database[collection],

@@ -29,8 +29,8 @@ def build_spark_session(
 
     ``short_run``: the process does a few seconds' work per stage on little data (a daily
     run), so the driver JVM keeps to the JIT compiler's quick tier: the optimising tier's
-    compiles cost more CPU than they save before such a run ends (a daily run 54 s → 47 s
-    on 2 cores), while a year's backfill was slower without them. Only for a JVM this call
+    compiles cost more CPU than they save before such a run ends (bench/RESULTS.md, daily
+    aggregates), while a year's backfill was slower without them. Only for a JVM this call
     starts.
     """
     # Python workers must run the interpreter that runs us, or they die on import errors.
