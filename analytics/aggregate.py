@@ -241,12 +241,8 @@ def aggregate_days(
 
     @inheritable_thread_target(session)
     def store_group_days() -> list[dict[str, Any]]:
-        documents = _documents(
-            group_daily_stats(member_days, memberships, first, last), "group_id"
-        )
-        replace_days(
-            database, Collection.GROUP_DAILY, documents, first, last, scope.group_filter
-        )
+        documents = _documents(group_daily_stats(member_days, memberships, first, last), "group_id")
+        replace_days(database, Collection.GROUP_DAILY, documents, first, last, scope.group_filter)
         return documents
 
     # Group days and rollups are independent Spark jobs: side by side they fill the gaps

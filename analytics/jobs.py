@@ -66,9 +66,15 @@ def aggregate_range(
     # the members' days read at the start, so two runs side by side would drop each other's.
     with exclusive(mongo_database(settings), "aggregate"):
         return aggregate_days(
-            settings, first, last, group=group, user=user, source=source, spark=spark,
+            settings,
+            first,
+            last,
+            group=group,
+            user=user,
+            source=source,
+            spark=spark,
             on_step=on_step,
-        )  # fmt: skip
+        )
 
 
 def reaggregate_after_import(

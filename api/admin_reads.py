@@ -154,6 +154,7 @@ def latest_model_run(database: Db, kind: str = "recommendations") -> dict[str, A
     """The newest stored run of ``kind`` (``model_runs``): when it was made, for how many, and
     why it fell back to the popularity baseline if it did (``fallback``)."""
     return database[Collection.MODEL_RUNS].find_one(
-        {"kind": kind}, {"run_id": 1, "generated_at": 1, "users": 1, "fallback": 1},
+        {"kind": kind},
+        {"run_id": 1, "generated_at": 1, "users": 1, "fallback": 1},
         sort=[("generated_at", DESCENDING)],
-    )  # fmt: skip
+    )

@@ -154,9 +154,7 @@ class AirflowClient:
 
     def task_tries(self, dag_id: str, run_id: str, task_id: str) -> int:
         """How many times a task of a run has been tried so far."""
-        body = self._call(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
-        )
+        body = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
         return int(body.get("try_number") or 0)
 
     # Writes

@@ -47,12 +47,18 @@ def count_health(database: Database[dict[str, Any]], now: datetime | None = None
     stale = database[Collection.USERS].aggregate(
         [
             {"$match": {"needs_reauth": {"$ne": True}}},
-            {"$lookup": {"from": str(Collection.POLL_STATE), "localField": "_id",
-                         "foreignField": "_id", "as": "state"}},
+            {
+                "$lookup": {
+                    "from": str(Collection.POLL_STATE),
+                    "localField": "_id",
+                    "foreignField": "_id",
+                    "as": "state",
+                }
+            },
             {"$match": {"state.last_success_at": {"$not": {"$gte": moment - STALE_AFTER}}}},
             {"$count": "stale"},
         ]
-    )  # fmt: skip
+    )
     newest = database[Collection.LISTENS].find_one(
         {}, {"played_at": 1}, sort=[("played_at", DESCENDING)]
     )  # the played_at index: one key read
@@ -94,22 +100,26 @@ class HealthCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         health = self.counts()
         yield GaugeMetricFamily(
-            "auxcord_users_stale", "Users not polled successfully for 10 minutes",
+            "auxcord_users_stale",
+            "Users not polled successfully for 10 minutes",
             value=health.stale_users,
-        )  # fmt: skip
+        )
         yield GaugeMetricFamily(
-            "auxcord_users_needs_reauth", "Users who must sign in again",
+            "auxcord_users_needs_reauth",
+            "Users who must sign in again",
             value=health.needs_reauth,
-        )  # fmt: skip
+        )
         yield GaugeMetricFamily(
-            "auxcord_dead_letters", "Messages the streaming job could not store",
+            "auxcord_dead_letters",
+            "Messages the streaming job could not store",
             value=health.dead_letters,
-        )  # fmt: skip
+        )
         if health.pipeline_lag_s is not None:
             yield GaugeMetricFamily(
-                "auxcord_pipeline_lag_seconds", "Age of the newest stored play",
+                "auxcord_pipeline_lag_seconds",
+                "Age of the newest stored play",
                 value=health.pipeline_lag_s,
-            )  # fmt: skip
+            )
 
 
 class WebMetrics:
@@ -119,10 +129,12 @@ class WebMetrics:
             "auxcord_http_requests", "HTTP requests", ["route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "auxcord_http_request_seconds", "HTTP request latency", ["route"],
+            "auxcord_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
-        )  # fmt: skip
+        )
         self.registry.register(HealthCollector(database))
 
 

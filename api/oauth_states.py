@@ -46,12 +46,18 @@ class OAuthStates:
     ) -> str:
         state = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        self._states.insert_one({
-            "_id": state, "browser": browser, "code_verifier": code_verifier,
-            "code_challenge": code_challenge,
-            "client_id": client_id, "timezone": timezone, "created_at": now,
-            "expires_at": now + STATE_TTL,
-        })  # fmt: skip
+        self._states.insert_one(
+            {
+                "_id": state,
+                "browser": browser,
+                "code_verifier": code_verifier,
+                "code_challenge": code_challenge,
+                "client_id": client_id,
+                "timezone": timezone,
+                "created_at": now,
+                "expires_at": now + STATE_TTL,
+            }
+        )
         return state
 
     def consume(self, state: str, browser: str) -> PendingSignIn | None:

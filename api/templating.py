@@ -77,9 +77,12 @@ def templates() -> Jinja2Templates:
     environment = Jinja2Templates(directory=str(TEMPLATES_DIR))
     environment.env.autoescape = True
     environment.env.filters.update(
-        minutes_text=minutes_text, clock=clock, local_time=local_time, long_day=long_day,
+        minutes_text=minutes_text,
+        clock=clock,
+        local_time=local_time,
+        long_day=long_day,
         album_art=album_art,
-    )  # fmt: skip
+    )
     # Durations, relative times, counts and possessives (``ago``, ``duration``, ``count``…).
     environment.env.filters.update(humanize.FILTERS)
     return environment

@@ -79,27 +79,51 @@ def mongo_pipeline_user_days(
         for zone, users in zones.items():
             pipeline: list[dict[str, Any]] = [
                 {"$match": {"played_at": window, "user_id": {"$in": users}}},
-                {"$set": {"day": {"$dateToString": {
-                    "format": "%Y-%m-%d", "date": "$played_at", "timezone": zone}}}},
+                {
+                    "$set": {
+                        "day": {
+                            "$dateToString": {
+                                "format": "%Y-%m-%d",
+                                "date": "$played_at",
+                                "timezone": zone,
+                            }
+                        }
+                    }
+                },
                 {"$match": {"day": {"$gte": first.isoformat(), "$lte": last.isoformat()}}},
-                {"$group": {
-                    "_id": {"user": "$user_id", "day": "$day", "track": "$track_id"},
-                    "plays": {"$sum": 1}, "ms": {"$sum": "$duration_ms"},
-                    "artist": {"$first": "$artist_name"},
-                }},
-                {"$group": {
-                    "_id": {"user": "$_id.user", "day": "$_id.day"},
-                    "plays": {"$sum": "$plays"}, "ms": {"$sum": "$ms"},
-                    "distinct_tracks": {"$sum": 1}, "artists": {"$addToSet": "$artist"},
-                    "tracks": {"$push": {"plays": "$plays", "track": "$_id.track"}},
-                }},
-                {"$project": {
-                    "plays": 1, "minutes": {"$divide": ["$ms", 60000]}, "distinct_tracks": 1,
-                    "distinct_artists": {"$size": "$artists"},
-                    "top_tracks": {"$slice": [
-                        {"$sortArray": {"input": "$tracks", "sortBy": {"plays": -1}}}, 10]},
-                }},
-            ]  # fmt: skip
+                {
+                    "$group": {
+                        "_id": {"user": "$user_id", "day": "$day", "track": "$track_id"},
+                        "plays": {"$sum": 1},
+                        "ms": {"$sum": "$duration_ms"},
+                        "artist": {"$first": "$artist_name"},
+                    }
+                },
+                {
+                    "$group": {
+                        "_id": {"user": "$_id.user", "day": "$_id.day"},
+                        "plays": {"$sum": "$plays"},
+                        "ms": {"$sum": "$ms"},
+                        "distinct_tracks": {"$sum": 1},
+                        "artists": {"$addToSet": "$artist"},
+                        "tracks": {"$push": {"plays": "$plays", "track": "$_id.track"}},
+                    }
+                },
+                {
+                    "$project": {
+                        "plays": 1,
+                        "minutes": {"$divide": ["$ms", 60000]},
+                        "distinct_tracks": 1,
+                        "distinct_artists": {"$size": "$artists"},
+                        "top_tracks": {
+                            "$slice": [
+                                {"$sortArray": {"input": "$tracks", "sortBy": {"plays": -1}}},
+                                10,
+                            ]
+                        },
+                    }
+                },
+            ]
             days += len(list(db[Collection.LISTENS].aggregate(pipeline, allowDiskUse=True)))
         return days, time.perf_counter() - started
 

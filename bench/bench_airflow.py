@@ -36,8 +36,13 @@ from auxcord.names import Collection
 from auxcord.settings import Settings
 from devtools.stack import AIRFLOW_SERVICES, LocalStack, settings_on_free_ports
 
-USERS = {"ana": "America/New_York", "ben": "Europe/Berlin", "cy": "UTC", "dee": "Asia/Tokyo",
-         "eve": "Australia/Sydney"}  # fmt: skip
+USERS = {
+    "ana": "America/New_York",
+    "ben": "Europe/Berlin",
+    "cy": "UTC",
+    "dee": "Asia/Tokyo",
+    "eve": "Australia/Sydney",
+}
 DAYS = 14
 
 
@@ -57,14 +62,20 @@ def seed(settings: Settings, last: date) -> None:
             documents.append(
                 ListenEvent.from_dict(
                     {
-                        "user_id": user, "track_id": f"t{track}", "track_name": f"Track {track}",
-                        "artist_name": f"Artist {track % 23}", "album_name": f"Album {track % 41}",
-                        "album_image_url": None, "duration_ms": 200_000, "ms_played": None,
-                        "played_at": start + n * timedelta(minutes=4), "item_type": "track",
+                        "user_id": user,
+                        "track_id": f"t{track}",
+                        "track_name": f"Track {track}",
+                        "artist_name": f"Artist {track % 23}",
+                        "album_name": f"Album {track % 41}",
+                        "album_image_url": None,
+                        "duration_ms": 200_000,
+                        "ms_played": None,
+                        "played_at": start + n * timedelta(minutes=4),
+                        "item_type": "track",
                         "source": "poll",
                     }
                 ).to_document()
-            )  # fmt: skip
+            )
     database[Collection.LISTENS].insert_many(documents)
 
 
@@ -85,10 +96,18 @@ def dag_run_s(client: AirflowClient, day: date) -> tuple[float, float]:
 def cli_aggregate_s(settings: Settings, day: date) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", "from cli.main import main; main()", "aggregate", "--date",
-         day.isoformat()],
-        env={**os.environ, **settings.as_environment()}, check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from cli.main import main; main()",
+            "aggregate",
+            "--date",
+            day.isoformat(),
+        ],
+        env={**os.environ, **settings.as_environment()},
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -106,19 +125,24 @@ def main() -> None:
             cold = timed_up(stack)
             stack.down(only=AIRFLOW_SERVICES)
             warm = timed_up(stack)
-            print(f"Airflow start to ready: cold {cold:.1f} s (db migrate included), "
-                  f"warm {warm:.1f} s")  # fmt: skip
+            print(
+                f"Airflow start to ready: cold {cold:.1f} s (db migrate included), "
+                f"warm {warm:.1f} s"
+            )
             airflow_pids = [
-                status.pid for status in stack.status()
+                status.pid
+                for status in stack.status()
                 if status.name in AIRFLOW_SERVICES and status.pid is not None
-            ]  # fmt: skip
+            ]
             time.sleep(10)  # let start-up work (first DAG parse) settle before measuring idle
             _, cpu_before = group_usage(airflow_pids)
             time.sleep(args.idle)
             rss_after, cpu_after = group_usage(airflow_pids)
-            print(f"Airflow idle: RSS {rss_after:.0f} MB over its processes, CPU "
-                  f"{(cpu_after - cpu_before) / args.idle:.3f} cores "
-                  f"(mean over {args.idle:.0f} s)")  # fmt: skip
+            print(
+                f"Airflow idle: RSS {rss_after:.0f} MB over its processes, CPU "
+                f"{(cpu_after - cpu_before) / args.idle:.3f} cores "
+                f"(mean over {args.idle:.0f} s)"
+            )
 
             day = datetime.now(UTC).date() - timedelta(days=1)
             seed(settings, day)

@@ -67,11 +67,16 @@ def seed(settings: Settings, users: int, days: int) -> list[date]:
     database = mongo_database(settings)
     database[Collection.USERS].insert_many(
         [
-            {"_id": u.user_id, "display_name": u.display_name, "timezone": u.timezone,
-             "client_id": "auxcord-local", "needs_reauth": False}
+            {
+                "_id": u.user_id,
+                "display_name": u.display_name,
+                "timezone": u.timezone,
+                "client_id": "auxcord-local",
+                "needs_reauth": False,
+            }
             for u in world.users
         ]
-    )  # fmt: skip
+    )
     members = [u.user_id for u in world.users]
     database[Collection.GROUPS].insert_one(
         {"_id": GROUP, "name": "Bench group", "members": members, "owner": members[0]}
@@ -182,14 +187,25 @@ def wrk_pages(
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(WRK_SCRIPT % (", ".join(f'"{day}"' for day in days), GROUP))
     command = [
-        "wrk", "-t2", f"-c{CONCURRENCY}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
-        "-H", f"Cookie: auxcord_session={cookie}", base,
-    ]  # fmt: skip
+        "wrk",
+        "-t2",
+        f"-c{CONCURRENCY}",
+        f"-d{int(seconds)}s",
+        "--latency",
+        "-s",
+        str(script),
+        "-H",
+        f"Cookie: auxcord_session={cookie}",
+        base,
+    ]
     subprocess.run([*command[:3], "-d3s", *command[4:]], capture_output=True, check=True)
     output = subprocess.run(
-        command, capture_output=True, text=True, check=True,
+        command,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "AUXCORD_WRK_PAUSE_MS": str(pause_ms)},
-    ).stdout  # fmt: skip
+    ).stdout
     script.unlink()
 
     def millis(label: str) -> float:
@@ -223,12 +239,21 @@ def on_demand_leaderboard(settings: Settings) -> Callable[[date], list[dict[str,
     def leaderboard(day: date) -> list[dict[str, Any]]:
         start = datetime(day.year, day.month, day.day)
         pipeline: list[dict[str, Any]] = [
-            {"$match": {"user_id": {"$in": members},
-                        "played_at": {"$gte": start, "$lt": start + timedelta(days=1)}}},
-            {"$group": {"_id": "$user_id", "plays": {"$sum": 1},
-                        "minutes": {"$sum": {"$divide": ["$duration_ms", 60_000]}}}},
+            {
+                "$match": {
+                    "user_id": {"$in": members},
+                    "played_at": {"$gte": start, "$lt": start + timedelta(days=1)},
+                }
+            },
+            {
+                "$group": {
+                    "_id": "$user_id",
+                    "plays": {"$sum": 1},
+                    "minutes": {"$sum": {"$divide": ["$duration_ms", 60_000]}},
+                }
+            },
             {"$sort": {"minutes": -1}},
-        ]  # fmt: skip
+        ]
         return list(database[Collection.LISTENS].aggregate(pipeline))
 
     return leaderboard
@@ -373,8 +398,9 @@ def measure_live_feed(base_settings: Settings, samples: int) -> None:
                             continue  # already on screen: its arrival could not be seen
                         page.wait_for_function(
                             "name => document.getElementById('live-feed').innerText.includes(name)",
-                            arg=playing["track_name"], timeout=120_000,
-                        )  # fmt: skip
+                            arg=playing["track_name"],
+                            timeout=120_000,
+                        )
                         latencies.append(time.perf_counter() - changed)
                         time.sleep(rng.uniform(0.5, 2.0))
                     browser.close()

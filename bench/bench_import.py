@@ -152,12 +152,18 @@ def seed_others(settings: Settings, user_id: str, others: int, until: datetime) 
                     track_id, track, artist = rng.choice(tracks)
                     event = ListenEvent.from_dict(
                         {
-                            "user_id": name, "track_id": track_id, "track_name": track,
-                            "artist_name": artist, "album_name": artist, "album_image_url": None,
-                            "duration_ms": 200_000, "ms_played": 200_000, "source": "poll",
+                            "user_id": name,
+                            "track_id": track_id,
+                            "track_name": track,
+                            "artist_name": artist,
+                            "album_name": artist,
+                            "album_image_url": None,
+                            "duration_ms": 200_000,
+                            "ms_played": 200_000,
+                            "source": "poll",
                             "played_at": start + timedelta(hours=8, minutes=4 * play),
                         }
-                    )  # fmt: skip
+                    )
                     documents.append(event.to_document())
             database[Collection.LISTENS].insert_many(documents, ordered=False)
         database[Collection.GROUPS].insert_one(

@@ -92,10 +92,23 @@ class SimProcess:
 def simulator(users: int, speed: float, start: datetime | None) -> Iterator[SimProcess]:
     port = free_port()
     command = [
-        sys.executable, "-c", "from cli.main import main; main()", "simulate",
-        "--users", str(users), "--days", "1", "--seed", "5", "--speed", str(speed),
-        "--port", str(port), "--rate-budget", "600",
-    ]  # fmt: skip
+        sys.executable,
+        "-c",
+        "from cli.main import main; main()",
+        "simulate",
+        "--users",
+        str(users),
+        "--days",
+        "1",
+        "--seed",
+        "5",
+        "--speed",
+        str(speed),
+        "--port",
+        str(port),
+        "--rate-budget",
+        "600",
+    ]
     if start is not None:
         command += ["--start", start.isoformat()]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
@@ -120,14 +133,19 @@ def world_settings(base: Settings, sim: SimProcess, label: str, users: int) -> S
     """``base`` pointed at ``sim``, with a database, topics and apps of this run's own."""
     database = f"bench_producers_{label}_{os.getpid()}"
     apps = [SpotifyApp(client_id=f"app-{n}") for n in range(users // USERS_PER_APP)]
-    settings = base.model_copy(update={
-        "spotify_api_base": f"{sim.url}/v1", "spotify_accounts_base": sim.url,
-        "spotify_redirect_uri": "http://127.0.0.1:8000/auth/callback",
-        "spotify_extra_apps": apps,
-        "mongodb_uri": base.mongodb_uri.replace("/auxcord?", f"/{database}?"),
-        "kafka_topic_prefix": f"bench{os.getpid()}{label}.",
-        "poller_speed": sim.speed, "poller_metrics_port": 0, "poller_id": label,
-    })  # fmt: skip
+    settings = base.model_copy(
+        update={
+            "spotify_api_base": f"{sim.url}/v1",
+            "spotify_accounts_base": sim.url,
+            "spotify_redirect_uri": "http://127.0.0.1:8000/auth/callback",
+            "spotify_extra_apps": apps,
+            "mongodb_uri": base.mongodb_uri.replace("/auxcord?", f"/{database}?"),
+            "kafka_topic_prefix": f"bench{os.getpid()}{label}.",
+            "poller_speed": sim.speed,
+            "poller_metrics_port": 0,
+            "poller_id": label,
+        }
+    )
     ensure_topics(settings)
     return settings
 
@@ -144,21 +162,36 @@ def link_all(settings: Settings, sim: SimProcess) -> None:
     with httpx.Client(base_url=sim.url, timeout=30) as http:
         for n, user in enumerate(http.get("/_sim/users").json()):
             client_id = apps[n // USERS_PER_APP].client_id
-            consent = http.get("/authorize", params={
-                "client_id": client_id, "redirect_uri": redirect, "response_type": "code",
-                "scope": " ".join(SCOPES), "sim_user": user["user_id"],
-            })  # fmt: skip
+            consent = http.get(
+                "/authorize",
+                params={
+                    "client_id": client_id,
+                    "redirect_uri": redirect,
+                    "response_type": "code",
+                    "scope": " ".join(SCOPES),
+                    "sim_user": user["user_id"],
+                },
+            )
             code = parse_qs(urlsplit(consent.headers["location"]).query)["code"][0]
-            tokens = http.post("/api/token", data={
-                "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
-                "client_id": client_id, "client_secret": "bench",
-            })  # fmt: skip
+            tokens = http.post(
+                "/api/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": code,
+                    "redirect_uri": redirect,
+                    "client_id": client_id,
+                    "client_secret": "bench",
+                },
+            )
             tokens.raise_for_status()
             store.link(
-                user_id=user["user_id"], display_name=user["display_name"],
-                country=user["country"], timezone=user["timezone"], client_id=client_id,
+                user_id=user["user_id"],
+                display_name=user["display_name"],
+                country=user["country"],
+                timezone=user["timezone"],
+                client_id=client_id,
                 token_info=tokens.json(),
-            )  # fmt: skip
+            )
 
 
 def drop_database(settings: Settings) -> None:
@@ -189,14 +222,21 @@ def read_topic(settings: Settings, topic: Topic) -> list[tuple[int, bytes]]:
 def expected_plays(truth: list[dict[str, Any]], after_ms: int) -> set[str]:
     """The event ids of the listed plays that ended after ``after_ms``."""
     return {
-        ListenEvent.from_dict({
-            "user_id": r["user_id"], "track_id": r["track_id"], "track_name": r["track_name"],
-            "artist_name": r["artist_name"], "duration_ms": r["duration_ms"],
-            "played_at": r["played_at"], "source": "poll", "is_local": r["is_local"],
-        }).event_id
+        ListenEvent.from_dict(
+            {
+                "user_id": r["user_id"],
+                "track_id": r["track_id"],
+                "track_name": r["track_name"],
+                "artist_name": r["artist_name"],
+                "duration_ms": r["duration_ms"],
+                "played_at": r["played_at"],
+                "source": "poll",
+                "is_local": r["is_local"],
+            }
+        ).event_id
         for r in truth
         if r["listed"] and r["played_at_ms"] > after_ms
-    }  # fmt: skip
+    }
 
 
 def missed_plays(settings: Settings, sim: SimProcess, after_ms: int) -> tuple[int, int]:

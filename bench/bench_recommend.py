@@ -32,8 +32,18 @@ def listens_frame(world: World, until: datetime) -> pd.DataFrame:
     plays = track_plays(world, until)
     plays["item_type"] = "track"
     plays["album_image_url"] = None
-    return plays[["user_id", "track_id", "played_at", "item_type", "track_name", "artist_name",
-                  "album_name", "album_image_url"]]  # fmt: skip
+    return plays[
+        [
+            "user_id",
+            "track_id",
+            "played_at",
+            "item_type",
+            "track_name",
+            "artist_name",
+            "album_name",
+            "album_image_url",
+        ]
+    ]
 
 
 def main() -> None:
@@ -46,8 +56,9 @@ def main() -> None:
     frame = listens_frame(world, start)
     memberships = [("main", u.user_id) for u in world.users[:MAIN_GROUP]] + [
         (f"small-{(i - MAIN_GROUP) // SMALL_SIZE}", u.user_id)
-        for i, u in enumerate(world.users) if i >= MAIN_GROUP
-    ]  # fmt: skip
+        for i, u in enumerate(world.users)
+        if i >= MAIN_GROUP
+    ]
     print(f"{len(frame):,} plays, {users} users in {1 + SMALL_GROUPS} groups")
 
     with tempfile.TemporaryDirectory() as tmp:

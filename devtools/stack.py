@@ -146,36 +146,52 @@ def _tansu_argv(settings: Settings, port: int, data: Path) -> list[str]:
     return [
         str(_tansu_binary()),
         "broker",
-        "--listener-url", url,
-        "--advertised-listener-url", url,
-        "--storage-engine", "memory://tansu/",
-    ]  # fmt: skip
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
 
 
 def _secantus_argv(settings: Settings, port: int, data: Path) -> list[str]:
     # --sync-on-commit: plain w=1 writes are otherwise acknowledged before the journal, and a
     # kill -9 lost some in platform tests. Nothing acknowledged may be lost.
     return [
-        sys.executable, "-c", "import sys; from secantus.cli import main; sys.exit(main())",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--storage-path", str(data),
+        sys.executable,
+        "-c",
+        "import sys; from secantus.cli import main; sys.exit(main())",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--storage-path",
+        str(data),
         "--sync-on-commit",
-        "--log-level", "WARNING",
-    ]  # fmt: skip
+        "--log-level",
+        "WARNING",
+    ]
 
 
 def _fake_gcs_argv(settings: Settings, port: int, data: Path) -> list[str]:
     return [
         str(_fake_gcs_binary()),
-        "-scheme", "http",
-        "-host", "127.0.0.1",
-        "-port", str(port),
-        "-backend", "filesystem",
-        "-filesystem-root", str(data),
-        "-external-url", f"http://127.0.0.1:{port}",
-        "-log-level", "warn",
-    ]  # fmt: skip
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        str(port),
+        "-backend",
+        "filesystem",
+        "-filesystem-root",
+        str(data),
+        "-external-url",
+        f"http://127.0.0.1:{port}",
+        "-log-level",
+        "warn",
+    ]
 
 
 def _kafka_ready(settings: Settings) -> None:
@@ -230,19 +246,34 @@ def _port_setting(name: Literal["kafka", "mongodb", "gcs"]) -> Callable[[Setting
 
 SERVICES: tuple[_Service, ...] = (
     _Service(
-        "kafka", "AUXCORD_KAFKA_BOOTSTRAP", _tansu_argv, _kafka_ready, _tansu_marker,
-        _port_setting("kafka"), "kafka",
+        "kafka",
+        "AUXCORD_KAFKA_BOOTSTRAP",
+        _tansu_argv,
+        _kafka_ready,
+        _tansu_marker,
+        _port_setting("kafka"),
+        "kafka",
     ),
     _Service(
-        "mongodb", "AUXCORD_MONGODB_URI", _secantus_argv, _mongodb_ready, _secantus_marker,
-        _port_setting("mongodb"), "mongodb",
+        "mongodb",
+        "AUXCORD_MONGODB_URI",
+        _secantus_argv,
+        _mongodb_ready,
+        _secantus_marker,
+        _port_setting("mongodb"),
+        "mongodb",
     ),
     _Service(
-        "gcs", "STORAGE_EMULATOR_HOST", _fake_gcs_argv, _gcs_ready, _fake_gcs_marker,
-        _port_setting("gcs"), "gcs",
+        "gcs",
+        "STORAGE_EMULATOR_HOST",
+        _fake_gcs_argv,
+        _gcs_ready,
+        _fake_gcs_marker,
+        _port_setting("gcs"),
+        "gcs",
     ),
     *(_airflow_service(component) for component in airflow.COMPONENTS),
-)  # fmt: skip
+)
 AIRFLOW_SERVICES: tuple[ServiceName, ...] = tuple(
     service.name for service in SERVICES if service.data == "airflow"
 )

@@ -449,9 +449,7 @@ class Poller:
             self.budget_store.save(
                 account,
                 client_ids=[
-                    app.client_id
-                    for app in self.settings.spotify_apps
-                    if app.account_id == account
+                    app.client_id for app in self.settings.spotify_apps if app.account_id == account
                 ]
                 or [account],
                 budget=snapshot.budget,
@@ -469,9 +467,7 @@ class Poller:
             locked = self._wall(snapshot.locked_until)
             self.metrics.locked_until.labels(account).set(locked.timestamp() if locked else 0)
             exhaustion = self._wall(snapshot.projected_exhaustion)
-            self.metrics.exhaustion.labels(account).set(
-                exhaustion.timestamp() if exhaustion else 0
-            )
+            self.metrics.exhaustion.labels(account).set(exhaustion.timestamp() if exhaustion else 0)
 
     def _wall(self, spotify_seconds: float | None) -> datetime | None:
         if spotify_seconds is None:

@@ -74,12 +74,19 @@ def seed(settings: Settings) -> None:
     start = datetime.combine(YESTERDAY - timedelta(days=4), datetime.min.time(), UTC)
     documents = [
         ListenEvent.from_dict(
-            {**play(user, TRACKS[(n * (i + 3)) % len(TRACKS)], start + n * timedelta(minutes=25),
-                    180_000), "source": "poll"}
+            {
+                **play(
+                    user,
+                    TRACKS[(n * (i + 3)) % len(TRACKS)],
+                    start + n * timedelta(minutes=25),
+                    180_000,
+                ),
+                "source": "poll",
+            }
         ).to_document()
         for i, user in enumerate(ZONES)
         for n in range(5 * 24 * 60 // 25)
-    ]  # fmt: skip
+    ]
     database[Collection.LISTENS].insert_many(documents)
 
 
@@ -191,9 +198,13 @@ def test_a_failing_task_is_retried_then_recorded_and_shown_on_admin(
         mongo_database(airflow_settings), TokenCipher(airflow_settings.secret_key_value())
     )
     accounts.link(
-        user_id="cy", display_name="Cy", country=None, timezone="UTC", client_id="auxcord-local",
+        user_id="cy",
+        display_name="Cy",
+        country=None,
+        timezone="UTC",
+        client_id="auxcord-local",
         token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600},
-    )  # fmt: skip
+    )
     with serve_in_thread(airflow_settings, "127.0.0.1", free_port()) as base:
         site = World(settings=airflow_settings, base=base, first=YESTERDAY, last=YESTERDAY)
         with browser(site, "cy") as web:
@@ -211,9 +222,19 @@ def test_airflow_backfill_stores_what_auxcord_backfill_stores(
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     # What the demo suggests: Airflow's own command, through `auxcord airflow`.
     created = auxcord(
-        airflow_settings, "airflow", "backfill", "create", "--dag-id", "auxcord_daily",
-        "--from-date", first.isoformat(), "--to-date", last.isoformat(), "--max-active-runs", "1",
-    )  # fmt: skip
+        airflow_settings,
+        "airflow",
+        "backfill",
+        "create",
+        "--dag-id",
+        "auxcord_daily",
+        "--from-date",
+        first.isoformat(),
+        "--to-date",
+        last.isoformat(),
+        "--max-active-runs",
+        "1",
+    )
     assert created.returncode == 0, created.stderr[-2000:]
 
     def backfilled() -> list[DagRun] | None:
@@ -252,8 +273,11 @@ def auxcord(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from cli.main import main; main()", *args],
         env={**os.environ, **settings.as_environment()},
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_stack_down_leaves_no_airflow_process(airflow_settings: Settings) -> None:

@@ -77,13 +77,16 @@ def test_dag_folder_imports_cleanly_and_lightly(tmp_path: Path) -> None:
 
 def test_a_run_aggregates_its_data_interval_day_or_the_range_its_conf_names() -> None:
 
-
-    scheduled = {"data_interval_start": datetime(2026, 3, 8, tzinfo=UTC),
-                 "logical_date": datetime(2026, 3, 8, tzinfo=UTC)}  # fmt: skip
+    scheduled = {
+        "data_interval_start": datetime(2026, 3, 8, tzinfo=UTC),
+        "logical_date": datetime(2026, 3, 8, tzinfo=UTC),
+    }
     # The UTC day's local day, and the day before it, which has only now ended everywhere.
     assert days_to_aggregate(scheduled) == (date(2026, 3, 7), date(2026, 3, 8))
-    ranged = {**scheduled, "dag_run": SimpleNamespace(conf={"first": "2026-02-01",
-                                                             "last": "2026-02-28"})}  # fmt: skip
+    ranged = {
+        **scheduled,
+        "dag_run": SimpleNamespace(conf={"first": "2026-02-01", "last": "2026-02-28"}),
+    }
     assert days_to_aggregate(ranged) == (date(2026, 2, 1), date(2026, 2, 28))
     one = {"dag_run": SimpleNamespace(conf={"first": "2026-02-03"})}
     assert days_to_aggregate(one) == (date(2026, 2, 3), date(2026, 2, 3))
@@ -93,8 +96,9 @@ def test_a_run_aggregates_its_data_interval_day_or_the_range_its_conf_names() ->
     with pytest.raises(AuxcordError, match="conf: first expects a date"):
         days_to_aggregate({"dag_run": SimpleNamespace(conf={"first": "March"})})
     with pytest.raises(AuxcordError, match="before first"):
-        days_to_aggregate({"dag_run": SimpleNamespace(conf={"first": "2026-02-03",
-                                                              "last": "2026-02-01"})})  # fmt: skip
+        days_to_aggregate(
+            {"dag_run": SimpleNamespace(conf={"first": "2026-02-03", "last": "2026-02-01"})}
+        )
 
 
 def test_jobs_are_named_once_and_an_unknown_name_is_one_clear_error() -> None:

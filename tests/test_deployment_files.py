@@ -136,8 +136,10 @@ def test_spark_runs_only_applications_holding_its_secret(compose: dict[str, Any]
     from auxcord.spark import cluster_auth_conf
 
     services = compose["services"]
-    for name, variable in (("spark-master", "SPARK_MASTER_OPTS"),
-                           ("spark-worker", "SPARK_WORKER_OPTS")):  # fmt: skip
+    for name, variable in (
+        ("spark-master", "SPARK_MASTER_OPTS"),
+        ("spark-worker", "SPARK_WORKER_OPTS"),
+    ):
         options = _environment(services[name])[variable]
         assert options.startswith("-Dspark.authenticate=true "), name
         assert " -Dspark.authenticate.secret=${SPARK_AUTH_SECRET:?" in options, name

@@ -179,8 +179,9 @@ def test_down_sweeps_an_airflow_process_that_left_its_group(tmp_path: Path) -> N
     def spawn(*args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(120)", *args],
-            cwd=tmp_path, start_new_session=True,
-        )  # fmt: skip
+            cwd=tmp_path,
+            start_new_session=True,
+        )
 
     stray, bystander = spawn("airflow", "api_server"), spawn("a-shell")
     try:

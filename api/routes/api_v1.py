@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from analytics.periods import period_key
+from analytics.periods import Period, period_key
 from api import admin_reads, reads
 from api.deps import NOT_FOUND, AdminUser, CurrentUser, DatabaseDep, GroupsDep, MemberGroup
 from api.routes.group_pages import BeforeQuery, DayQuery, PeriodQuery, default_day
@@ -105,13 +105,16 @@ def _summary(group: Any) -> GroupSummary:
     )
 
 
-def _stats(period: str, day: date, document: dict[str, Any] | None) -> Stats:
+def _stats(period: Period, day: date, document: dict[str, Any] | None) -> Stats:
     if document is not None:
         document = {k: v for k, v in document.items() if k != "_id"}
     return Stats(
-        period=period, key=period_key(period, day), day=day,  # type: ignore[arg-type]
-        found=document is not None, stats=document,
-    )  # fmt: skip
+        period=period,
+        key=period_key(period, day),
+        day=day,
+        found=document is not None,
+        stats=document,
+    )
 
 
 @router.get("/me")
@@ -126,9 +129,11 @@ def me(user: CurrentUser) -> Me:
 
 @router.get("/groups")
 def my_groups(
-    user: CurrentUser, groups: GroupsDep, limit: Limit = 50,
+    user: CurrentUser,
+    groups: GroupsDep,
+    limit: Limit = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> GroupPage:  # fmt: skip
+) -> GroupPage:
     mine = groups.groups_of(user.user_id)
     page = mine[offset : offset + limit]
     more = offset + limit < len(mine)
@@ -163,9 +168,12 @@ def group_listens(
 
 @router.get("/groups/{group_id}/stats")
 def group_stats(
-    user: CurrentUser, group: MemberGroup, database: DatabaseDep,
-    period: PeriodQuery = "day", day: DayQuery = None,
-) -> Stats:  # fmt: skip
+    user: CurrentUser,
+    group: MemberGroup,
+    database: DatabaseDep,
+    period: PeriodQuery = "day",
+    day: DayQuery = None,
+) -> Stats:
     """Leaderboards, top tracks and artists, same songs (days) and taste-match; a former
     member's ``user_id`` (``user_a``, ``user_b``) is ``null``."""
     day = day or default_day(database, group, user)
@@ -174,9 +182,13 @@ def group_stats(
 
 @router.get("/groups/{group_id}/members/{member_id}/stats")
 def member_stats(
-    member_id: str, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
-    period: PeriodQuery = "month", day: DayQuery = None,
-) -> Stats:  # fmt: skip
+    member_id: str,
+    user: CurrentUser,
+    group: MemberGroup,
+    database: DatabaseDep,
+    period: PeriodQuery = "month",
+    day: DayQuery = None,
+) -> Stats:
     if member_id not in group.members:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
     day = day or default_day(database, group, user)
@@ -185,9 +197,13 @@ def member_stats(
 
 @router.get("/groups/{group_id}/members/{member_id}/days")
 def member_days(
-    member_id: str, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
-    last: DayQuery = None, days: Annotated[int, Query(ge=1, le=366)] = 30,
-) -> list[DayPoint]:  # fmt: skip
+    member_id: str,
+    user: CurrentUser,
+    group: MemberGroup,
+    database: DatabaseDep,
+    last: DayQuery = None,
+    days: Annotated[int, Query(ge=1, le=366)] = 30,
+) -> list[DayPoint]:
     """Plays and minutes per day for the ``days`` days ending at ``last``."""
     if member_id not in group.members:
         raise HTTPException(status_code=404, detail=NOT_FOUND)

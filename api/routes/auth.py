@@ -73,11 +73,17 @@ def login(
         client_id=app.client_id,
         timezone=tz,
     )
-    query = urlencode({
-        "client_id": app.client_id, "response_type": "code",
-        "redirect_uri": settings.spotify_redirect_uri, "state": state, "scope": " ".join(SCOPES),
-        "code_challenge_method": "S256", "code_challenge": challenge,
-    })  # fmt: skip
+    query = urlencode(
+        {
+            "client_id": app.client_id,
+            "response_type": "code",
+            "redirect_uri": settings.spotify_redirect_uri,
+            "state": state,
+            "scope": " ".join(SCOPES),
+            "code_challenge_method": "S256",
+            "code_challenge": challenge,
+        }
+    )
     return RedirectResponse(f"{settings.spotify_accounts_base}/authorize?{query}", 302)
 
 
@@ -182,10 +188,13 @@ def logout_everywhere(
 
 @router.post("/timezone")
 def set_timezone(
-    request: Request, user: CurrentUser, accounts: AccountsDep,
+    request: Request,
+    user: CurrentUser,
+    accounts: AccountsDep,
     timezone: Annotated[str, Form(max_length=64)] = "",
-    back: Annotated[str, Form(max_length=500)] = "/", csrf_token: CsrfField = None,
-) -> Response:  # fmt: skip
+    back: Annotated[str, Form(max_length=500)] = "/",
+    csrf_token: CsrfField = None,
+) -> Response:
     """Change the account's time zone (days are counted on the listener's own clock), then
     go back to the page of the form."""
     check_csrf(request, csrf_token)

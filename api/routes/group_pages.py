@@ -130,9 +130,12 @@ def group_home(
 
 @router.get("/listens")
 def more_listens(
-    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    request: Request,
+    user: CurrentUser,
+    group: MemberGroup,
+    database: DatabaseDep,
     before: BeforeQuery = None,
-) -> Response:  # fmt: skip
+) -> Response:
     """The next page of recent listens, as a fragment the page appends (or a page without JS)."""
     return render(
         request,
@@ -177,9 +180,13 @@ async def live_feed(
 
 @router.get("/leaderboard")
 def leaderboard(
-    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
-    period: PeriodQuery = "day", day: DayQuery = None,
-) -> Response:  # fmt: skip
+    request: Request,
+    user: CurrentUser,
+    group: MemberGroup,
+    database: DatabaseDep,
+    period: PeriodQuery = "day",
+    day: DayQuery = None,
+) -> Response:
     day = day or default_day(database, group, user)
     nav = _nav(group, "leaderboard", period, day)
     key = (database.name, group.group_id, group.members, period, day)
@@ -235,9 +242,14 @@ def time_zones() -> list[str]:
 
 @router.get("/members/{member_id}")
 def member_profile(
-    request: Request, member_id: str, user: CurrentUser, group: MemberGroup,
-    database: DatabaseDep, period: PeriodQuery = "month", day: DayQuery = None,
-) -> Response:  # fmt: skip
+    request: Request,
+    member_id: str,
+    user: CurrentUser,
+    group: MemberGroup,
+    database: DatabaseDep,
+    period: PeriodQuery = "month",
+    day: DayQuery = None,
+) -> Response:
     if member_id not in group.members:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
     day = day or default_day(database, group, user)
@@ -273,9 +285,13 @@ def member_profile(
 
 @router.get("/taste")
 def taste_match(
-    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
-    period: PeriodQuery = "all", day: DayQuery = None,
-) -> Response:  # fmt: skip
+    request: Request,
+    user: CurrentUser,
+    group: MemberGroup,
+    database: DatabaseDep,
+    period: PeriodQuery = "all",
+    day: DayQuery = None,
+) -> Response:
     day = day or default_day(database, group, user)
     stats = reads.group_stats(database, group, period, day)
     names = reads.people(database, group.members)
@@ -314,9 +330,12 @@ def recommendations(
 
 @router.get("/recap")
 def recap(
-    request: Request, user: CurrentUser, group: MemberGroup, database: DatabaseDep,
+    request: Request,
+    user: CurrentUser,
+    group: MemberGroup,
+    database: DatabaseDep,
     year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
-) -> Response:  # fmt: skip
+) -> Response:
     years = reads.recap_years(database, group)
     chosen = year or (years[0] if years else datetime.now(UTC).year)
     return render(

@@ -32,9 +32,13 @@ def _back(path: str, message: str | None = None, request: Request | None = None)
 
 
 def _members_action(
-    request: Request, group: Group, action: Callable[[], None], done: str, event: str,
+    request: Request,
+    group: Group,
+    action: Callable[[], None],
+    done: str,
+    event: str,
     **ids: str,
-) -> Response:  # fmt: skip
+) -> Response:
     """Do an action of the members page (remove a member, revoke a link), and go back to it
     saying what happened, or why not."""
     members = f"/groups/{group.group_id}/members"
@@ -87,9 +91,12 @@ def members_page(
 
 @router.post("/groups/{group_id}/invites")
 def create_invite(
-    request: Request, user: CurrentUser, group: MemberGroup, groups: GroupsDep,
+    request: Request,
+    user: CurrentUser,
+    group: MemberGroup,
+    groups: GroupsDep,
     csrf_token: CsrfField = None,
-) -> Response:  # fmt: skip
+) -> Response:
     check_csrf(request, csrf_token)
     invite = groups.invite(group, user.user_id)
     link = str(request.url_for("join_page", token=invite.token))
@@ -100,21 +107,32 @@ def create_invite(
 
 @router.post("/groups/{group_id}/invites/{invite_id}/revoke")
 def revoke_invite(
-    request: Request, invite_id: str, user: CurrentUser, group: MemberGroup, groups: GroupsDep,
+    request: Request,
+    invite_id: str,
+    user: CurrentUser,
+    group: MemberGroup,
+    groups: GroupsDep,
     csrf_token: CsrfField = None,
-) -> Response:  # fmt: skip
+) -> Response:
     check_csrf(request, csrf_token)
     return _members_action(
-        request, group, lambda: groups.revoke_invite(group, user.user_id, invite_id),
-        "Invitation revoked.", "invitation revoked", user_id=user.user_id,
-    )  # fmt: skip
+        request,
+        group,
+        lambda: groups.revoke_invite(group, user.user_id, invite_id),
+        "Invitation revoked.",
+        "invitation revoked",
+        user_id=user.user_id,
+    )
 
 
 @router.post("/groups/{group_id}/leave")
 def leave_group(
-    request: Request, user: CurrentUser, group: MemberGroup, groups: GroupsDep,
+    request: Request,
+    user: CurrentUser,
+    group: MemberGroup,
+    groups: GroupsDep,
     csrf_token: CsrfField = None,
-) -> Response:  # fmt: skip
+) -> Response:
     check_csrf(request, csrf_token)
     groups.leave(group, user.user_id)
     log.info("group left", extra={"user_id": user.user_id, "group_id": group.group_id})
@@ -123,15 +141,23 @@ def leave_group(
 
 @router.post("/groups/{group_id}/members/{member_id}/remove")
 def remove_member(
-    request: Request, member_id: str, user: CurrentUser, group: MemberGroup, groups: GroupsDep,
+    request: Request,
+    member_id: str,
+    user: CurrentUser,
+    group: MemberGroup,
+    groups: GroupsDep,
     csrf_token: CsrfField = None,
-) -> Response:  # fmt: skip
+) -> Response:
     check_csrf(request, csrf_token)
     return _members_action(
-        request, group, lambda: groups.remove_member(group, user.user_id, member_id),
+        request,
+        group,
+        lambda: groups.remove_member(group, user.user_id, member_id),
         "Removed. Every open invitation link was revoked with it; create a new one to invite.",
-        "member removed", user_id=user.user_id, member_id=member_id,
-    )  # fmt: skip
+        "member removed",
+        user_id=user.user_id,
+        member_id=member_id,
+    )
 
 
 @router.get("/join/{token}", name="join_page")
@@ -139,11 +165,16 @@ def join_page(request: Request, token: str, user: CurrentUser, groups: GroupsDep
     group = groups.invited_group(token)
     if group is None:
         return render(
-            request, "message.html",
-            {"title": "Invitation expired",
-             "message": "This invitation is invalid or has expired. Ask a member for a new link."},
+            request,
+            "message.html",
+            {
+                "title": "Invitation expired",
+                "message": (
+                    "This invitation is invalid or has expired. Ask a member for a new link."
+                ),
+            },
             status_code=404,
-        )  # fmt: skip
+        )
     if user.user_id in group.members:
         return _back(f"/groups/{group.group_id}")
     return render(request, "join.html", {"group": group, "token": token})
@@ -151,16 +182,21 @@ def join_page(request: Request, token: str, user: CurrentUser, groups: GroupsDep
 
 @router.post("/join/{token}")
 def join_group(
-    request: Request, token: str, user: CurrentUser, groups: GroupsDep,
+    request: Request,
+    token: str,
+    user: CurrentUser,
+    groups: GroupsDep,
     csrf_token: CsrfField = None,
-) -> Response:  # fmt: skip
+) -> Response:
     check_csrf(request, csrf_token)
     try:
         group = groups.join(token, user.user_id)
     except GroupError as exc:
         return render(
-            request, "message.html", {"title": "Could not join", "message": str(exc)},
+            request,
+            "message.html",
+            {"title": "Could not join", "message": str(exc)},
             status_code=400,
-        )  # fmt: skip
+        )
     log.info("group joined", extra={"user_id": user.user_id, "group_id": group.group_id})
     return _back(f"/groups/{group.group_id}", f"Welcome to {group.name}.", request)

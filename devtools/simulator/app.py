@@ -378,12 +378,20 @@ class Simulator:
     # Control endpoints (the simulator's own, under /_sim)
 
     async def sim_users(self, request: Request) -> Response:
-        return _json([
-            {"user_id": u.user_id, "display_name": u.display_name, "timezone": u.timezone,
-             "country": u.country, "group": u.group, "cluster": u.cluster,
-             "premium": u.premium}
-            for u in self.world.users
-        ])  # fmt: skip
+        return _json(
+            [
+                {
+                    "user_id": u.user_id,
+                    "display_name": u.display_name,
+                    "timezone": u.timezone,
+                    "country": u.country,
+                    "group": u.group,
+                    "cluster": u.cluster,
+                    "premium": u.premium,
+                }
+                for u in self.world.users
+            ]
+        )
 
     async def sim_ground_truth(self, request: Request) -> Response:
         user = request.query_params.get("user")
@@ -455,13 +463,15 @@ class Simulator:
         return _json({"playing": self.world.item(0, track)})
 
     async def sim_stats(self, request: Request) -> Response:
-        return _json({
-            **self.calls,
-            "429": self.refused["rate_limit"],  # the older name of refused.rate_limit
-            "refused": dict(self.refused),
-            "daily_quota": self.quota.quota,
-            "developer_accounts": self.quota.snapshot(),
-        })  # fmt: skip
+        return _json(
+            {
+                **self.calls,
+                "429": self.refused["rate_limit"],  # the older name of refused.rate_limit
+                "refused": dict(self.refused),
+                "daily_quota": self.quota.quota,
+                "developer_accounts": self.quota.snapshot(),
+            }
+        )
 
     async def sim_art(self, request: Request) -> Response:
         """A generated cover, so album art works with no internet."""
@@ -480,20 +490,22 @@ class Simulator:
         )
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/authorize", self.authorize),
-            Route("/api/token", self.token, methods=["POST"]),
-            Route("/v1/me", self.me),
-            Route("/v1/me/player/recently-played", self.recently_played),
-            Route("/v1/me/player/currently-playing", self.currently_playing),
-            Route("/v1/tracks/{track_id}", self.track),
-            Route("/_sim/users", self.sim_users),
-            Route("/_sim/ground-truth", self.sim_ground_truth),
-            Route("/_sim/faults", self.sim_faults, methods=["POST", "DELETE"]),
-            Route("/_sim/users/{user_id}/revoke", self.sim_revoke, methods=["POST"]),
-            Route("/_sim/users/{user_id}/play", self.sim_play, methods=["POST"]),
-            Route("/_sim/tokens/expire", self.sim_expire_tokens, methods=["POST"]),
-            Route("/_sim/clock", self.sim_clock, methods=["GET", "POST"]),
-            Route("/_sim/stats", self.sim_stats),
-            Route("/_sim/art/{art_id}.svg", self.sim_art),
-        ])  # fmt: skip
+        return Starlette(
+            routes=[
+                Route("/authorize", self.authorize),
+                Route("/api/token", self.token, methods=["POST"]),
+                Route("/v1/me", self.me),
+                Route("/v1/me/player/recently-played", self.recently_played),
+                Route("/v1/me/player/currently-playing", self.currently_playing),
+                Route("/v1/tracks/{track_id}", self.track),
+                Route("/_sim/users", self.sim_users),
+                Route("/_sim/ground-truth", self.sim_ground_truth),
+                Route("/_sim/faults", self.sim_faults, methods=["POST", "DELETE"]),
+                Route("/_sim/users/{user_id}/revoke", self.sim_revoke, methods=["POST"]),
+                Route("/_sim/users/{user_id}/play", self.sim_play, methods=["POST"]),
+                Route("/_sim/tokens/expire", self.sim_expire_tokens, methods=["POST"]),
+                Route("/_sim/clock", self.sim_clock, methods=["GET", "POST"]),
+                Route("/_sim/stats", self.sim_stats),
+                Route("/_sim/art/{art_id}.svg", self.sim_art),
+            ]
+        )

@@ -30,15 +30,39 @@ START_SESSION_TRACKS = 20
 KIND_TRACK, KIND_EPISODE, KIND_LOCAL = 0, 1, 2
 
 _TIMEZONES = (
-    ("Europe/Paris", "FR"), ("America/New_York", "US"), ("Europe/London", "GB"),
-    ("Australia/Sydney", "AU"), ("Asia/Kolkata", "IN"), ("America/Sao_Paulo", "BR"),
-    ("Asia/Tokyo", "JP"), ("America/Los_Angeles", "US"), ("Europe/Berlin", "DE"),
+    ("Europe/Paris", "FR"),
+    ("America/New_York", "US"),
+    ("Europe/London", "GB"),
+    ("Australia/Sydney", "AU"),
+    ("Asia/Kolkata", "IN"),
+    ("America/Sao_Paulo", "BR"),
+    ("Asia/Tokyo", "JP"),
+    ("America/Los_Angeles", "US"),
+    ("Europe/Berlin", "DE"),
     ("Pacific/Auckland", "NZ"),
-)  # fmt: skip
+)
 _FIRST_NAMES = (
-    "Ava", "Noah", "Léa", "Mateo", "Saanvi", "Yuki", "Olivia", "Liam", "Zoë", "Amara", "Jonas",
-    "Chloé", "Ikaika", "Mía", "Oskar", "Fatima", "Kenji", "Ingrid", "Tomás", "Nia",
-)  # fmt: skip
+    "Ava",
+    "Noah",
+    "Léa",
+    "Mateo",
+    "Saanvi",
+    "Yuki",
+    "Olivia",
+    "Liam",
+    "Zoë",
+    "Amara",
+    "Jonas",
+    "Chloé",
+    "Ikaika",
+    "Mía",
+    "Oskar",
+    "Fatima",
+    "Kenji",
+    "Ingrid",
+    "Tomás",
+    "Nia",
+)
 _LOCAL_FILES = (
     ("Demo Take 3", "Me & The Garage"),
     ("Bootleg Live 1998", "Unknown Artist"),
@@ -183,10 +207,16 @@ class World:
             values = getattr(t, name)
             values[later:] += shift
         insert = {
-            "start_ms": now_ms, "end_ms": now_ms + duration, "ms_played": duration,
-            "kind": KIND_TRACK, "item": track, "pause_at_ms": 0, "pause_ms": 0,
-            "ad_before": False, "context": -1,
-        }  # fmt: skip
+            "start_ms": now_ms,
+            "end_ms": now_ms + duration,
+            "ms_played": duration,
+            "kind": KIND_TRACK,
+            "item": track,
+            "pause_at_ms": 0,
+            "pause_ms": 0,
+            "ad_before": False,
+            "context": -1,
+        }
         for name, value in insert.items():
             setattr(t, name, np.insert(getattr(t, name), later, value))
         t._listed_cache = None
@@ -237,27 +267,41 @@ class World:
             album = int(c.track_album[index])
             artist = int(c.track_artist[index])
             return {
-                "item_type": "track", "is_local": False, "track_id": c.track_ids[index],
-                "track_name": c.track_names[index], "artist_id": c.artist_ids[artist],
-                "artist_name": c.artist_names[artist], "album_id": c.album_ids[album],
+                "item_type": "track",
+                "is_local": False,
+                "track_id": c.track_ids[index],
+                "track_name": c.track_names[index],
+                "artist_id": c.artist_ids[artist],
+                "artist_name": c.artist_names[artist],
+                "album_id": c.album_ids[album],
                 "album_name": c.album_names[album],
                 "duration_ms": int(c.track_duration_ms[index]),
-            }  # fmt: skip
+            }
         if kind == KIND_LOCAL:
             name, artist_name = _LOCAL_FILES[index % len(_LOCAL_FILES)]
             return {
-                "item_type": "track", "is_local": True, "track_id": None, "track_name": name,
-                "artist_id": None, "artist_name": artist_name, "album_id": None,
-                "album_name": "Local Files", "duration_ms": 180_000 + 1_000 * index,
-            }  # fmt: skip
+                "item_type": "track",
+                "is_local": True,
+                "track_id": None,
+                "track_name": name,
+                "artist_id": None,
+                "artist_name": artist_name,
+                "album_id": None,
+                "album_name": "Local Files",
+                "duration_ms": 180_000 + 1_000 * index,
+            }
         show = int(c.episode_show[index])
         return {
-            "item_type": "episode", "is_local": False, "track_id": c.episode_ids[index],
-            "track_name": c.episode_names[index], "artist_id": c.show_ids[show],
-            "artist_name": c.show_names[show], "album_id": c.show_ids[show],
+            "item_type": "episode",
+            "is_local": False,
+            "track_id": c.episode_ids[index],
+            "track_name": c.episode_names[index],
+            "artist_id": c.show_ids[show],
+            "artist_name": c.show_names[show],
+            "album_id": c.show_ids[show],
             "album_name": c.show_names[show],
             "duration_ms": int(c.episode_duration_ms[index]),
-        }  # fmt: skip
+        }
 
 
 def _ms(moment: datetime) -> int:
@@ -279,8 +323,9 @@ def _make_users(config: WorldConfig, catalog: Catalog) -> list[User]:
     clusters_per_group = 3
     cluster_favourites = {
         (g, c): rng.choice(n_artists, 12, replace=False)
-        for g in range(config.groups) for c in range(clusters_per_group)
-    }  # fmt: skip
+        for g in range(config.groups)
+        for c in range(clusters_per_group)
+    }
     users = []
     for index in range(config.users):
         group = index % config.groups
@@ -298,21 +343,23 @@ def _make_users(config: WorldConfig, catalog: Catalog) -> list[User]:
         hour_weights = hours @ rng.dirichlet(np.ones(4) * 2)
         hour_weights = hour_weights / hour_weights.sum()
         name = _FIRST_NAMES[index % len(_FIRST_NAMES)]
-        users.append(User(
-            index=index,
-            user_id=f"{name.lower().replace('é', 'e').replace('ë', 'e').replace('í', 'i')}"
-                    f".{index:03d}",
-            display_name=f"{name} {chr(65 + index % 26)}.",
-            timezone=timezone,
-            country=country,
-            group=group,
-            cluster=cluster,
-            premium=bool(rng.random() < 0.8),
-            activity=float(rng.uniform(1.0, 3.0)),
-            episode_rate=float(rng.choice([0.0, 0.02, 0.06])),
-            track_cdf=cdf / cdf[-1],
-            hour_weights=hour_weights,
-        ))  # fmt: skip
+        users.append(
+            User(
+                index=index,
+                user_id=f"{name.lower().replace('é', 'e').replace('ë', 'e').replace('í', 'i')}"
+                f".{index:03d}",
+                display_name=f"{name} {chr(65 + index % 26)}.",
+                timezone=timezone,
+                country=country,
+                group=group,
+                cluster=cluster,
+                premium=bool(rng.random() < 0.8),
+                activity=float(rng.uniform(1.0, 3.0)),
+                episode_rate=float(rng.choice([0.0, 0.02, 0.06])),
+                track_cdf=cdf / cdf[-1],
+                hour_weights=hour_weights,
+            )
+        )
     return users
 
 
@@ -328,9 +375,20 @@ def _generate_day(
     sessions = int(rng.poisson(user.activity * (1.2 if day.weekday() >= 5 else 1.0)))
     hours = np.sort(rng.choice(24, size=sessions, p=user.hour_weights))
     last_end = int(timeline.end_ms[-1]) if len(timeline.end_ms) else 0
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in (
-        "start_ms", "end_ms", "ms_played", "kind", "item", "pause_at_ms", "pause_ms",
-        "ad_before", "context")}  # fmt: skip
+    columns: dict[str, list[np.ndarray]] = {
+        name: []
+        for name in (
+            "start_ms",
+            "end_ms",
+            "ms_played",
+            "kind",
+            "item",
+            "pause_at_ms",
+            "pause_ms",
+            "ad_before",
+            "context",
+        )
+    }
     for hour in hours:
         n = 1 + int(rng.geometric(1 / 12))
         session_start = max(

@@ -86,21 +86,44 @@ class SpotifyObjects:
         item = self.world.item(KIND_LOCAL, index)
         return {
             "album": {
-                "album_type": "album", "total_tracks": 0,
-                "external_urls": {}, "href": None, "id": None, "images": [],
-                "name": item["album_name"], "release_date": "0000",
-                "release_date_precision": "year", "type": "album", "uri": None,
+                "album_type": "album",
+                "total_tracks": 0,
+                "external_urls": {},
+                "href": None,
+                "id": None,
+                "images": [],
+                "name": item["album_name"],
+                "release_date": "0000",
+                "release_date_precision": "year",
+                "type": "album",
+                "uri": None,
                 "artists": [],
             },
-            "artists": [{"external_urls": {}, "href": None, "id": None,
-                         "name": item["artist_name"], "type": "artist", "uri": None}],
-            "disc_number": 0, "duration_ms": item["duration_ms"],
-            "explicit": False, "external_ids": {}, "external_urls": {}, "href": None, "id": None,
-            "is_local": True, "name": item["track_name"], "preview_url": None,
-            "track_number": 0, "type": "track",
+            "artists": [
+                {
+                    "external_urls": {},
+                    "href": None,
+                    "id": None,
+                    "name": item["artist_name"],
+                    "type": "artist",
+                    "uri": None,
+                }
+            ],
+            "disc_number": 0,
+            "duration_ms": item["duration_ms"],
+            "explicit": False,
+            "external_ids": {},
+            "external_urls": {},
+            "href": None,
+            "id": None,
+            "is_local": True,
+            "name": item["track_name"],
+            "preview_url": None,
+            "track_number": 0,
+            "type": "track",
             "uri": f"spotify:local:{item['artist_name']}:{item['album_name']}:"
-                   f"{item['track_name']}:{item['duration_ms'] // 1000}".replace(" ", "+"),
-        }  # fmt: skip
+            f"{item['track_name']}:{item['duration_ms'] // 1000}".replace(" ", "+"),
+        }
 
     def _episode(self, index: int) -> dict[str, Any]:
         c = self.world.catalog

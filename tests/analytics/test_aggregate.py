@@ -90,8 +90,9 @@ def test_a_backfill_stores_what_daily_runs_store(
     for document in carried:
         want = expected[(document["user_id"], date.fromisoformat(document["day"]))]
         assert (document["new_tracks"], document["streak"]) == (
-            want["new_tracks"], want["streak"]
-        ), document["_id"]  # fmt: skip
+            want["new_tracks"],
+            want["streak"],
+        ), document["_id"]
     assert any(document["streak"] > 4 for document in carried), "streaks run into the range"
     # The same range as one backfill, on the days and rollups stored before it.
     mongo_db[Collection.USER_DAILY].delete_many({"day": {"$gte": str(first), "$lte": str(last)}})
@@ -176,9 +177,10 @@ def test_rollups_add_up_the_days_exactly(
     month = mongo_db[Collection.USER_ROLLUPS].find_one({"_id": "ana:month:2026-03"})
     assert month is not None
     plays = [
-        p for p in make_plays()
+        p
+        for p in make_plays()
         if p["user_id"] == "ana" and p["item_type"] == "track" and local_day(p)[0].month == 3
-    ]  # fmt: skip
+    ]
     assert month["plays"] == len(plays)
     counts = Counter(p["track_id"] for p in plays)
     want = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
@@ -197,8 +199,10 @@ def test_rollups_add_up_the_days_exactly(
     assert group is not None
     assert {e["user_id"] for e in group["leaderboards"]["minutes"]} == set(GROUPS["g1"])
     assert {(m["user_a"], m["user_b"]) for m in group["taste_match"]} <= {
-        ("ana", "ben"), ("ana", "cy"), ("ben", "cy")
-    }  # fmt: skip
+        ("ana", "ben"),
+        ("ana", "cy"),
+        ("ben", "cy"),
+    }
     recap = mongo_db[Collection.GROUP_RECAPS].find_one({"_id": "g1:2026"})
     assert recap is not None and recap["best_match"]["score"] > 0
     # The busiest day, summed from the members' days and months, is the group day with the

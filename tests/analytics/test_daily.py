@@ -60,10 +60,17 @@ def make_plays(seed: int = 7) -> list[dict[str, Any]]:
 def play(user: str, track: tuple[str, str, str, str], moment: datetime, ms: int) -> dict[str, Any]:
     track_id, name, artist, album = track
     return {
-        "user_id": user, "track_id": track_id, "track_name": name, "artist_name": artist,
-        "album_name": album, "album_image_url": None, "duration_ms": ms, "ms_played": None,
-        "played_at": moment, "item_type": "track",
-    }  # fmt: skip
+        "user_id": user,
+        "track_id": track_id,
+        "track_name": name,
+        "artist_name": artist,
+        "album_name": album,
+        "album_image_url": None,
+        "duration_ms": ms,
+        "ms_played": None,
+        "played_at": moment,
+        "item_type": "track",
+    }
 
 
 def local_day(row: dict[str, Any]) -> tuple[date, int]:
@@ -146,8 +153,11 @@ def test_user_days_match_the_plain_python_reference(frames: tuple[DataFrame, Dat
     for key, want in expected.items():
         got = rows[key]
         assert (got.plays, got.minutes, got.distinct_tracks, got.distinct_artists) == (
-            want["plays"], want["minutes"], want["distinct_tracks"], want["distinct_artists"]
-        ), key  # fmt: skip
+            want["plays"],
+            want["minutes"],
+            want["distinct_tracks"],
+            want["distinct_artists"],
+        ), key
         assert (got.top_tracks[0].track_key, got.top_tracks[0].plays) == want["top_track"], key
         assert list(got.hours) == want["hours"], key
         assert (got.new_tracks, got.streak) == (want["new_tracks"], want["streak"]), key
@@ -189,8 +199,7 @@ def test_group_days_rank_members_and_find_shared_songs(frames: tuple[DataFrame, 
     users = days_after_history(history, FIRST, LAST)
     expected = reference_user_days(make_plays())
     groups = {
-        (r.group_id, r.day): r
-        for r in group_daily_stats(users, memberships, FIRST, LAST).collect()
+        (r.group_id, r.day): r for r in group_daily_stats(users, memberships, FIRST, LAST).collect()
     }
     plays = [p for p in make_plays() if p["item_type"] == "track"]
     for (group, day), row in groups.items():

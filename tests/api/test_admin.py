@@ -45,13 +45,19 @@ def site(test_settings: Settings) -> Iterator[World]:
 
     settings = test_settings.model_copy(update={"admin_users": ["cy"]})
     accounts = AccountStore(mongo_database(settings), TokenCipher(settings.secret_key_value()))
-    for user, name, zone in (("ana", "Ana", "UTC"), ("ben", SCRIPT_NAME, "UTC"),
-                             ("cy", "Cy", ADMIN_ZONE)):  # fmt: skip
+    for user, name, zone in (
+        ("ana", "Ana", "UTC"),
+        ("ben", SCRIPT_NAME, "UTC"),
+        ("cy", "Cy", ADMIN_ZONE),
+    ):
         accounts.link(
-            user_id=user, display_name=name, country=None, timezone=zone,
+            user_id=user,
+            display_name=name,
+            country=None,
+            timezone=zone,
             client_id="auxcord-local",
             token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600},
-        )  # fmt: skip
+        )
     with serve_in_thread(settings, "127.0.0.1", free_port()) as base:
         yield World(settings=settings, base=base, first=FIRST, last=LAST)
 
@@ -65,42 +71,69 @@ def seeded(site: World) -> Seeded:
     database = mongo_database(site.settings)
     database[Collection.SPOTIFY_BUDGETS].insert_many(
         [
-            {"_id": "dev-ana", "client_ids": ["auxcord-local"], "budget": 1000,
-             "calls_24h": 812, "refused_24h": 0, "locked_until": None, "lock_reason": None,
-             "projected_exhaustion_at": now + timedelta(hours=5, minutes=30),
-             "updated_at": now},
-            {"_id": "dev-cy", "client_ids": ["auxcord-local-2"], "budget": 1000,
-             "calls_24h": 1000, "refused_24h": 3,
-             "locked_until": now + timedelta(hours=13, minutes=30),
-             "lock_reason": "QUOTA_EXCEEDED, Retry-After 48600 s",
-             "projected_exhaustion_at": None, "updated_at": now},
+            {
+                "_id": "dev-ana",
+                "client_ids": ["auxcord-local"],
+                "budget": 1000,
+                "calls_24h": 812,
+                "refused_24h": 0,
+                "locked_until": None,
+                "lock_reason": None,
+                "projected_exhaustion_at": now + timedelta(hours=5, minutes=30),
+                "updated_at": now,
+            },
+            {
+                "_id": "dev-cy",
+                "client_ids": ["auxcord-local-2"],
+                "budget": 1000,
+                "calls_24h": 1000,
+                "refused_24h": 3,
+                "locked_until": now + timedelta(hours=13, minutes=30),
+                "lock_reason": "QUOTA_EXCEEDED, Retry-After 48600 s",
+                "projected_exhaustion_at": None,
+                "updated_at": now,
+            },
         ]
-    )  # fmt: skip
+    )
     GapStore(database).record("ben", gap_start, gap_end, GapCause.QUOTA_LOCKOUT, now)
     database[Collection.PIPELINE_STATUS].insert_one(
         {
-            "_id": "stream", "run_id": "r1", "batch_id": 41, "batch_records": 1234,
-            "batch_seconds": 0.42, "updated_at": now - timedelta(minutes=2, seconds=30),
+            "_id": "stream",
+            "run_id": "r1",
+            "batch_id": 41,
+            "batch_records": 1234,
+            "batch_seconds": 0.42,
+            "updated_at": now - timedelta(minutes=2, seconds=30),
             "newest_record": now - timedelta(minutes=2, seconds=31.5),
             "partition_ends": [
                 {"topic": "auxcord.listens", "partition": 0, "end": 5120, "batch_id": 41}
             ],
         }
-    )  # fmt: skip
+    )
     database[Collection.POLL_STATE].insert_one(
         {
-            "_id": "ana", "last_success_at": now - timedelta(minutes=2, seconds=30),
-            "lag_s": IDLE.total_seconds(), "cursor_ms": int((now - IDLE).timestamp() * 1000),
+            "_id": "ana",
+            "last_success_at": now - timedelta(minutes=2, seconds=30),
+            "lag_s": IDLE.total_seconds(),
+            "cursor_ms": int((now - IDLE).timestamp() * 1000),
         }
-    )  # fmt: skip
+    )
     database[Collection.POLLER_LEASES].insert_many(
         [
-            {"_id": "poller:vm:1", "owner": "vm:1", "kind": "poller",
-             "expires_at": now + timedelta(seconds=30)},
-            {"_id": "ana", "owner": "vm:1", "kind": "user",
-             "expires_at": now + timedelta(seconds=30)},
+            {
+                "_id": "poller:vm:1",
+                "owner": "vm:1",
+                "kind": "poller",
+                "expires_at": now + timedelta(seconds=30),
+            },
+            {
+                "_id": "ana",
+                "owner": "vm:1",
+                "kind": "user",
+                "expires_at": now + timedelta(seconds=30),
+            },
         ]
-    )  # fmt: skip
+    )
     return Seeded(site, now, gap_start, gap_end)
 
 

@@ -46,9 +46,13 @@ PUBLIC_ROUTES = {
 
 # g2 is "Secret society" (cy and dee); ana is not in it.
 PARAMETERS = {
-    "group_id": "g2", "member_id": "dee", "year": "2026", "token": "no-such-token",
-    "job_id": "no-such-job", "invite_id": "no-such-invite",
-}  # fmt: skip
+    "group_id": "g2",
+    "member_id": "dee",
+    "year": "2026",
+    "token": "no-such-token",
+    "job_id": "no-such-job",
+    "invite_id": "no-such-invite",
+}
 SECRETS = (GROUP_NAMES["g2"], "Dee")
 FORMER_GROUP = "Old haunt"
 """dee's group that ben was in: ben shares no other group with dee, so "Dee" is a secret too."""
@@ -100,9 +104,12 @@ def _refused(response: httpx.Response) -> bool:
 
 
 def _assert_every_group_route_refuses(
-    world: World, client: httpx.Client, who: str, parameters: dict[str, str],
+    world: World,
+    client: httpx.Client,
+    who: str,
+    parameters: dict[str, str],
     secrets: tuple[str, ...],
-) -> None:  # fmt: skip
+) -> None:
     protected = _protected(world)
     assert len(protected) >= 20, "the table is generated from the router"
     group_id = parameters["group_id"]
@@ -161,9 +168,7 @@ def test_former_members_lose_every_route_their_feed_and_their_way_back(
                 assert stream_rest(lines, most=3)[-1] == "event: end"
 
             parameters = {**PARAMETERS, "group_id": group.group_id, "member_id": "dee"}
-            _assert_every_group_route_refuses(
-                world, ben, how, parameters, (FORMER_GROUP, "Dee")
-            )
+            _assert_every_group_route_refuses(world, ben, how, parameters, (FORMER_GROUP, "Dee"))
             assert ben.get(f"/join/{token}").status_code == 404
             back = ben.post(f"/join/{token}", data={"csrf_token": "test-csrf-token"})
             assert back.status_code == 400, "the link ben kept must not bring him back"
@@ -186,10 +191,13 @@ def test_former_members_are_anonymous_in_the_api_as_on_the_pages(world: World) -
     copied = {}
     for collection in (Collection.GROUP_DAILY, Collection.GROUP_ROLLUPS, Collection.GROUP_RECAPS):
         documents = [
-            {**doc, "_id": doc["_id"].replace("g1:", f"{group.group_id}:", 1),
-             "group_id": group.group_id}
+            {
+                **doc,
+                "_id": doc["_id"].replace("g1:", f"{group.group_id}:", 1),
+                "group_id": group.group_id,
+            }
             for doc in database[collection].find({"group_id": "g1"})
-        ]  # fmt: skip
+        ]
         database[collection].insert_many(documents)
         copied[collection] = len(documents)
     try:

@@ -101,9 +101,7 @@ def test_an_anonymous_streamed_body_is_refused_once_past_the_form_limit(
 
 
 @pytest.mark.parametrize("path", ["/groups", "/join/x", "/auth/logout", "/groups/g1/leave"])
-def test_multipart_is_refused_where_no_upload_is_expected(
-    offline_app: FastAPI, path: str
-) -> None:
+def test_multipart_is_refused_where_no_upload_is_expected(offline_app: FastAPI, path: str) -> None:
     body = Offered(4 * CHUNK, FILE_PART)
     response = _post(offline_app, path, body, MULTIPART)
     assert response.status_code == 415
@@ -128,10 +126,13 @@ def uploader_app(test_settings: Settings) -> FastAPI:
         mongo_database(test_settings), TokenCipher(test_settings.secret_key_value())
     )
     accounts.link(
-        user_id="uploader", display_name="Uploader", country="SE", timezone="UTC",
+        user_id="uploader",
+        display_name="Uploader",
+        country="SE",
+        timezone="UTC",
         client_id="auxcord-local",
         token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600, "scope": ""},
-    )  # fmt: skip
+    )
     return create_app(test_settings)
 
 

@@ -87,8 +87,14 @@ def _until(check: Callable[[], bool], what: str, limit_s: float = 60) -> None:
 
 def _state(user_id: str, observed_at: datetime) -> dict[str, Any]:
     expires_at = observed_at + timedelta(minutes=10)
-    return {"user_id": user_id, "state": "started", "is_playing": True, "track_name": "T",
-            "observed_at": observed_at, "expires_at": expires_at}  # fmt: skip
+    return {
+        "user_id": user_id,
+        "state": "started",
+        "is_playing": True,
+        "track_name": "T",
+        "observed_at": observed_at,
+        "expires_at": expires_at,
+    }
 
 
 @contextmanager
@@ -165,8 +171,7 @@ def test_polling_wakes_feeds_by_user(mongo_db: Database[dict[str, Any]]) -> None
 def test_a_member_cannot_open_more_feeds_than_allowed(world: World) -> None:
     with browser(world, "dee") as dee, ExitStack() as feeds:
         opened = [
-            feeds.enter_context(dee.stream("GET", "/groups/g2/live"))
-            for _ in range(FEEDS_PER_USER)
+            feeds.enter_context(dee.stream("GET", "/groups/g2/live")) for _ in range(FEEDS_PER_USER)
         ]
         assert [feed.status_code for feed in opened] == [200] * FEEDS_PER_USER
         with dee.stream("GET", "/groups/g2/live") as refused:
@@ -187,13 +192,19 @@ def _feed_scope(settings: Settings, group_id: str, spec_version: str) -> Scope:
     sends it (before 2.4, Starlette listens for the disconnect while it streams)."""
     cookie = session_cookie(settings, {"user_id": "dee"})
     return {
-        "type": "http", "asgi": {"version": "3.0", "spec_version": spec_version},
-        "http_version": "1.1", "method": "GET", "scheme": "http", "root_path": "",
-        "path": f"/groups/{group_id}/live", "raw_path": f"/groups/{group_id}/live".encode(),
-        "query_string": b"", "headers": [(b"host", b"testserver"),
-                                         (b"cookie", f"auxcord_session={cookie}".encode())],
-        "client": ("10.0.0.9", 50000), "server": ("testserver", 80),
-    }  # fmt: skip
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": spec_version},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "root_path": "",
+        "path": f"/groups/{group_id}/live",
+        "raw_path": f"/groups/{group_id}/live".encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"cookie", f"auxcord_session={cookie}".encode())],
+        "client": ("10.0.0.9", 50000),
+        "server": ("testserver", 80),
+    }
 
 
 def test_a_feed_whose_client_leaves_before_it_starts_gives_its_place_back(
@@ -205,10 +216,18 @@ def test_a_feed_whose_client_leaves_before_it_starts_gives_its_place_back(
     app = create_app(test_settings)
     database = app.state.database
     AccountStore(database, TokenCipher(test_settings.secret_key_value())).link(
-        user_id="dee", display_name="Dee", country="SE", timezone="UTC", client_id="app",
-        token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600,
-                    "scope": "user-read-recently-played"},
-    )  # fmt: skip
+        user_id="dee",
+        display_name="Dee",
+        country="SE",
+        timezone="UTC",
+        client_id="app",
+        token_info={
+            "access_token": "a",
+            "refresh_token": "r",
+            "expires_in": 3600,
+            "scope": "user-read-recently-played",
+        },
+    )
     group = GroupStore(database).create("Tabs", "dee")
     signal: ChangeSignal = app.state.now_playing_signal
 

@@ -96,10 +96,23 @@ def test_for_you_says_when_recommendations_were_made(world: World) -> None:
                 dee = html.unescape(client.get("/groups/g2/recommendations").text)
                 # The run gave dee the group's favourites: the page says so, and why.
                 database[Collection.RECOMMENDATIONS].insert_one(
-                    {"_id": "test:dee", "run_id": "test", "user_id": "dee", "generated_at": ran,
-                     "cold_start": True, "items": [{"rank": 1, "track_id": "t1",
-                     "track_name": "Track 1", "artist_name": "Artist 1", "friends": []}]}
-                )  # fmt: skip
+                    {
+                        "_id": "test:dee",
+                        "run_id": "test",
+                        "user_id": "dee",
+                        "generated_at": ran,
+                        "cold_start": True,
+                        "items": [
+                            {
+                                "rank": 1,
+                                "track_id": "t1",
+                                "track_name": "Track 1",
+                                "artist_name": "Artist 1",
+                                "friends": [],
+                            }
+                        ],
+                    }
+                )
                 baseline = html.unescape(client.get("/groups/g2/recommendations").text)
         finally:
             database[Collection.MODEL_RUNS].delete_one({"_id": last_run["_id"]})

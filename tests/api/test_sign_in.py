@@ -67,10 +67,12 @@ def test_simulated_link_command_links_everyone(link_world: LinkWorld) -> None:
 
 def test_a_sixth_user_of_one_app_is_refused_but_members_relink(link_world: LinkWorld) -> None:
     port = free_port()
-    settings = link_world.settings.model_copy(update={
-        "spotify_extra_apps": [],
-        "spotify_redirect_uri": f"http://127.0.0.1:{port}/auth/callback",
-    })  # fmt: skip
+    settings = link_world.settings.model_copy(
+        update={
+            "spotify_extra_apps": [],
+            "spotify_redirect_uri": f"http://127.0.0.1:{port}/auth/callback",
+        }
+    )
     users = simulated_users(settings)
     with serve_in_thread(settings, "127.0.0.1", port) as base:
         for user in users[:5]:
@@ -324,9 +326,14 @@ def test_sessions_expire_and_unversioned_sessions_are_refused(link_world: LinkWo
 
 @pytest.mark.parametrize(
     ("age_s", "version", "current"),
-    [(0, 3, True), (SESSION_LIFETIME.total_seconds() - 1, 3, True),
-     (SESSION_LIFETIME.total_seconds(), 3, False), (0, 2, False), (-3600, 3, False)],
-)  # fmt: skip
+    [
+        (0, 3, True),
+        (SESSION_LIFETIME.total_seconds() - 1, 3, True),
+        (SESSION_LIFETIME.total_seconds(), 3, False),
+        (0, 2, False),
+        (-3600, 3, False),
+    ],
+)
 def test_a_session_is_current_while_young_and_of_the_current_version(
     age_s: float, version: int, current: bool
 ) -> None:
@@ -342,10 +349,18 @@ def test_a_signed_out_session_stays_out_however_many_sign_outs_follow(
     the sign-out that finds it full signs every session out instead."""
     accounts = AccountStore(mongo_db, TokenCipher(test_settings.secret_key_value()))
     accounts.link(
-        user_id="u", display_name="U", country="SE", timezone="UTC", client_id="app",
-        token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600,
-                    "scope": "user-read-recently-played"},
-    )  # fmt: skip
+        user_id="u",
+        display_name="U",
+        country="SE",
+        timezone="UTC",
+        client_id="app",
+        token_info={
+            "access_token": "a",
+            "refresh_token": "r",
+            "expires_in": 3600,
+            "scope": "user-read-recently-played",
+        },
+    )
 
     def account() -> LinkedAccount:
         found = accounts.get("u")

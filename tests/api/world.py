@@ -54,11 +54,18 @@ def seed_world(settings: Settings, spark: SparkSession) -> None:
     accounts = AccountStore(database, TokenCipher(settings.secret_key_value()))
     for user, zone in ZONES.items():
         accounts.link(
-            user_id=user, display_name=NAMES[user], country="SE", timezone=zone,
+            user_id=user,
+            display_name=NAMES[user],
+            country="SE",
+            timezone=zone,
             client_id="auxcord-local",
-            token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600,
-                        "scope": "user-read-recently-played"},
-        )  # fmt: skip
+            token_info={
+                "access_token": "a",
+                "refresh_token": "r",
+                "expires_in": 3600,
+                "scope": "user-read-recently-played",
+            },
+        )
     for group, members in GROUPS.items():
         database[Collection.GROUPS].insert_one(
             {"_id": group, "name": GROUP_NAMES[group], "members": members, "owner": members[0]}
@@ -75,24 +82,43 @@ def seed_world(settings: Settings, spark: SparkSession) -> None:
     for user, track in (("ana", IMG_NAME), ("cy", "Track 3")):
         database[Collection.NOW_PLAYING].insert_one(
             {
-                "_id": user, "user_id": user, "state": "started", "is_playing": True,
-                "track_id": "t3", "track_name": track, "artist_name": SCRIPT_NAME,
-                "album_name": "Album 3", "album_image_url": None, "progress_ms": 1000,
-                "duration_ms": 600_000, "observed_at": now, "started_at": now,
+                "_id": user,
+                "user_id": user,
+                "state": "started",
+                "is_playing": True,
+                "track_id": "t3",
+                "track_name": track,
+                "artist_name": SCRIPT_NAME,
+                "album_name": "Album 3",
+                "album_image_url": None,
+                "progress_ms": 1000,
+                "duration_ms": 600_000,
+                "observed_at": now,
+                "started_at": now,
                 "expires_at": now + timedelta(minutes=15),
             }
-        )  # fmt: skip
+        )
     database[Collection.RECOMMENDATIONS].insert_one(
         {
-            "_id": "2026-04-01:ana", "run_id": "2026-04-01", "user_id": "ana",
-            "generated_at": now, "cold_start": False,
+            "_id": "2026-04-01:ana",
+            "run_id": "2026-04-01",
+            "user_id": "ana",
+            "generated_at": now,
+            "cold_start": False,
             "items": [
-                {"rank": 1, "track_id": "t9", "track_name": "Track 9", "artist_name": "Artist 2",
-                 "album_name": "Album 4", "album_image_url": None, "score": 0.9,
-                 "friends": [{"user_id": "ben", "plays": 4}, {"user_id": "dee", "plays": 2}]},
+                {
+                    "rank": 1,
+                    "track_id": "t9",
+                    "track_name": "Track 9",
+                    "artist_name": "Artist 2",
+                    "album_name": "Album 4",
+                    "album_image_url": None,
+                    "score": 0.9,
+                    "friends": [{"user_id": "ben", "plays": 4}, {"user_id": "dee", "plays": 2}],
+                },
             ],
         }
-    )  # fmt: skip
+    )
 
 
 def session_cookie(settings: Settings, session: dict[str, Any]) -> str:

@@ -64,17 +64,26 @@ class Demo:
 def demo_pipeline(test_settings: Settings, spark: SparkSession, tmp_path: Path) -> Iterator[Demo]:
     """What ``auxcord demo`` starts, in its order, on this test's topics, bucket and database."""
     config = SimulatorConfig(
-        users=FRIENDS, days=HISTORY_DAYS, seed=20, speed=1.0, rate_budget=100_000,
+        users=FRIENDS,
+        days=HISTORY_DAYS,
+        seed=20,
+        speed=1.0,
+        rate_budget=100_000,
         listening_at_start=1,
-    )  # fmt: skip
+    )
     with run_simulator_in_thread(config) as sim:
         port = free_port()
         settings = simulator_settings(
-            test_settings, sim, port,
-            kafka_topic_prefix=f"firstrun{port}.", gcs_bucket=f"auxcord-firstrun-{port}",
-            stream_checkpoint_dir=str(tmp_path / "checkpoint"), stream_trigger_seconds=0.5,
-            poller_budget=100_000, poller_metrics_port=0,
-        )  # fmt: skip
+            test_settings,
+            sim,
+            port,
+            kafka_topic_prefix=f"firstrun{port}.",
+            gcs_bucket=f"auxcord-firstrun-{port}",
+            stream_checkpoint_dir=str(tmp_path / "checkpoint"),
+            stream_trigger_seconds=0.5,
+            poller_budget=100_000,
+            poller_metrics_port=0,
+        )
         ensure_topics(settings)
         ensure_bucket(settings)
         with serve_in_thread(settings, "127.0.0.1", port) as base:
@@ -132,18 +141,23 @@ class Problems:
 
 @pytest.mark.timeout(1200)  # two months aggregated and a model trained: minutes on 2 busy cores
 def test_a_newcomer_sees_today_months_of_history_and_the_whole_story(
-    chromium: Browser, spark: SparkSession, test_settings: Settings, tmp_path: Path,
+    chromium: Browser,
+    spark: SparkSession,
+    test_settings: Settings,
+    tmp_path: Path,
     screenshots: Path,
-) -> None:  # fmt: skip
+) -> None:
     with demo_pipeline(test_settings, spark, tmp_path) as demo:
         assert demo.history.first_day is not None
         assert demo.history.first_day <= date.today() - timedelta(days=HISTORY_DAYS - 1)
         assert demo.history.stored >= demo.history.plays > FRIENDS * 50
         # The demo's batch runs: every day with listens, then the recommendations.
         aggregate_range(
-            demo.settings, first=demo.history.first_day - timedelta(days=1),
-            last=datetime.now(UTC).date() + timedelta(days=1), spark=spark,
-        )  # fmt: skip
+            demo.settings,
+            first=demo.history.first_day - timedelta(days=1),
+            last=datetime.now(UTC).date() + timedelta(days=1),
+            spark=spark,
+        )
         recommend(demo.settings, spark=spark)
 
         listener, viewer = demo.friends[0], demo.friends[1]

@@ -43,20 +43,30 @@ def pipeline(
 ) -> Iterator[tuple[Settings, str, str]]:
     """The simulator, the web app, the pollers and the streaming job, on this test's topics."""
     config = SimulatorConfig(
-        users=4, days=3, seed=44, speed=SPEED, rate_budget=100_000,
+        users=4,
+        days=3,
+        seed=44,
+        speed=SPEED,
+        rate_budget=100_000,
         start=datetime.now(UTC).replace(microsecond=0) - timedelta(days=2),
-    )  # fmt: skip
+    )
     with run_simulator_in_thread(config) as sim:
         port = free_port()
         settings = simulator_settings(
-            test_settings, sim, port,
-            kafka_topic_prefix=f"browser{port}.", gcs_bucket=f"auxcord-browser-{port}",
-            stream_checkpoint_dir=str(tmp_path / "checkpoint"), stream_trigger_seconds=0.5,
-            poller_speed=SPEED, poller_budget=100_000, poller_metrics_port=0,
+            test_settings,
+            sim,
+            port,
+            kafka_topic_prefix=f"browser{port}.",
+            gcs_bucket=f"auxcord-browser-{port}",
+            stream_checkpoint_dir=str(tmp_path / "checkpoint"),
+            stream_trigger_seconds=0.5,
+            poller_speed=SPEED,
+            poller_budget=100_000,
+            poller_metrics_port=0,
             # The simulator has no daily quota here: a generous budget lets the pollers probe
             # idle friends every minute, so the forced track is seen while it plays.
             spotify_daily_budget=100_000,
-        )  # fmt: skip
+        )
         ensure_topics(settings)
         ensure_bucket(settings)
         with serve_in_thread(settings, "127.0.0.1", port) as base:
@@ -78,9 +88,12 @@ def sign_in(page: Page, base: str, user_id: str) -> None:
 
 
 def test_friends_sign_in_make_a_group_and_watch_each_other_live(
-    chromium: Browser, spark: SparkSession, test_settings: Settings, tmp_path: Path,
+    chromium: Browser,
+    spark: SparkSession,
+    test_settings: Settings,
+    tmp_path: Path,
     screenshots: Path,
-) -> None:  # fmt: skip
+) -> None:
     with pipeline(test_settings, spark, tmp_path) as (settings, base, sim_url):
         users = httpx.get(f"{sim_url}/_sim/users").json()
         # Two friends of one taste cluster, so their taste-match has something to show.
@@ -125,8 +138,9 @@ def test_friends_sign_in_make_a_group_and_watch_each_other_live(
                 try:
                     alice.wait_for_function(
                         "name => document.getElementById('live-feed').innerText.includes(name)",
-                        arg=track["playing"]["track_name"], timeout=60_000,
-                    )  # fmt: skip
+                        arg=track["playing"]["track_name"],
+                        timeout=60_000,
+                    )
                     break
                 except PlaywrightTimeout:
                     if attempt == 2:

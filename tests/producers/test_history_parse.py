@@ -123,7 +123,7 @@ def extended(**fields: Any) -> dict[str, Any]:
         ({"spotify_track_uri": "https://example.com"}, f"Reject:{BAD_URI}"),
         ({"master_metadata_track_name": "x" * 2_000}, "Reject:invalid track_name"),
     ],
-)  # fmt: skip
+)
 def test_extended_rows_follow_the_rules(fields: dict[str, Any], expected: str) -> None:
     assert kinds([parse_record("extended", "u1", extended(**fields), NOW)]) == {expected: 1}
 

@@ -416,8 +416,10 @@ def test_quota_exceeded_stops_that_account_until_retry_after_and_records_its_gap
             assert other_after > other_before + 20, "the other developer account kept polling"
             # After the lock: the locked users are read again, and the binge's losses found.
             wait_for(
-                lambda: database["gaps"].count_documents({}) > 0
-                and sim.clock.now_ms() - locked_at > 16 * 3_600_000,
+                lambda: (
+                    database["gaps"].count_documents({}) > 0
+                    and sim.clock.now_ms() - locked_at > 16 * 3_600_000
+                ),
                 poller,
                 "no gap was recorded after the lockout",
                 timeout=180,
@@ -435,8 +437,7 @@ def test_quota_exceeded_stops_that_account_until_retry_after_and_records_its_gap
         got = {ListenEvent.from_json(v).event_id for v in drain(world.settings, Topic.LISTENS)}
         lost = [r for r in truth if expected_ids([r]) - got]
         spans = [
-            (g["user_id"], g["start"].timestamp() * 1000, g["end"].timestamp() * 1000)
-            for g in gaps
+            (g["user_id"], g["start"].timestamp() * 1000, g["end"].timestamp() * 1000) for g in gaps
         ]
         assert lost, "the lockout lost plays (else this test shows nothing)"
         for row in lost:

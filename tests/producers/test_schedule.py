@@ -503,9 +503,13 @@ def test_a_short_429_pauses_only_its_app() -> None:
     apps = {user: ("a" if user == "user0" else "b") for user in listeners}
     spotify = FakeSpotify(clock, listeners, apps)
     engine = PollEngine(
-        PollerConfig(), spotify=spotify, sink=FakeSink(FakeKafka()), state=FakeState(),
-        clock=clock, observer=Counts(),
-    )  # fmt: skip
+        PollerConfig(),
+        spotify=spotify,
+        sink=FakeSink(FakeKafka()),
+        state=FakeState(),
+        clock=clock,
+        observer=Counts(),
+    )
     for user in listeners:
         engine.add_user(user)
     engine._failed("user0", RateLimited(30, "a"))

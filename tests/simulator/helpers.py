@@ -28,11 +28,21 @@ def pkce_pair() -> tuple[str, str]:
 def authorization_code(
     sim: AccountsService, user_id: str, challenge: str, client_id: str = "test-client"
 ) -> str:
-    response = requests.get(f"{sim.url}/authorize", allow_redirects=False, timeout=10, params={
-        "client_id": client_id, "response_type": "code", "redirect_uri": REDIRECT_URI,
-        "state": "xyz", "code_challenge": challenge, "code_challenge_method": "S256",
-        "sim_user": user_id, "scope": "user-read-recently-played",
-    })  # fmt: skip
+    response = requests.get(
+        f"{sim.url}/authorize",
+        allow_redirects=False,
+        timeout=10,
+        params={
+            "client_id": client_id,
+            "response_type": "code",
+            "redirect_uri": REDIRECT_URI,
+            "state": "xyz",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "sim_user": user_id,
+            "scope": "user-read-recently-played",
+        },
+    )
     assert response.status_code == 302, response.text
     query = parse_qs(urlparse(response.headers["Location"]).query)
     assert query["state"] == ["xyz"]
@@ -44,10 +54,17 @@ def tokens_for(
 ) -> dict[str, str]:
     verifier, challenge = pkce_pair()
     code = authorization_code(sim, user_id, challenge, client_id)
-    response = requests.post(f"{sim.url}/api/token", timeout=10, data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-        "client_id": client_id, "code_verifier": verifier,
-    })  # fmt: skip
+    response = requests.post(
+        f"{sim.url}/api/token",
+        timeout=10,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "client_id": client_id,
+            "code_verifier": verifier,
+        },
+    )
     assert response.status_code == 200, response.text
     tokens: dict[str, str] = response.json()
     return tokens

@@ -130,10 +130,17 @@ def test_codes_are_single_use_and_pkce_is_checked(sim: RunningSimulator) -> None
     code = authorization_code(sim, sim.user_ids[0], challenge)
 
     def exchange(code_verifier: str) -> requests.Response:
-        return requests.post(f"{sim.url}/api/token", timeout=10, data={
-            "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-            "client_id": "test-client", "code_verifier": code_verifier,
-        })  # fmt: skip
+        return requests.post(
+            f"{sim.url}/api/token",
+            timeout=10,
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT_URI,
+                "client_id": "test-client",
+                "code_verifier": code_verifier,
+            },
+        )
 
     wrong = exchange("not-the-verifier")
     assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
@@ -195,9 +202,15 @@ def test_refresh_tokens_die_six_months_after_sign_in_however_often_refreshed() -
         first = tokens_for(fresh, fresh.user_ids[0])["refresh_token"]
 
         def refresh(token: str) -> requests.Response:
-            return requests.post(f"{fresh.url}/api/token", timeout=10, data={
-                "grant_type": "refresh_token", "refresh_token": token, "client_id": "test-client",
-            })  # fmt: skip
+            return requests.post(
+                f"{fresh.url}/api/token",
+                timeout=10,
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": token,
+                    "client_id": "test-client",
+                },
+            )
 
         fresh.control("clock", {"advance_seconds": 181 * 86_400})
         answers = [refresh(first) for _ in range(3)]
@@ -209,5 +222,6 @@ def test_refresh_tokens_die_six_months_after_sign_in_however_often_refreshed() -
             expired = refresh(token)
             assert expired.status_code == 400
             assert expired.json() == {
-                "error": "invalid_grant", "error_description": "Refresh token expired"
-            }  # fmt: skip
+                "error": "invalid_grant",
+                "error_description": "Refresh token expired",
+            }

@@ -37,9 +37,15 @@ QUOTA_BODY = {
 @pytest.fixture(scope="module")
 def sim() -> Iterator[RunningSimulator]:
     config = SimulatorConfig(
-        users=3, days=1, seed=11, speed=1, start=START, rate_budget=2_000, daily_quota=1_000,
+        users=3,
+        days=1,
+        seed=11,
+        speed=1,
+        start=START,
+        rate_budget=2_000,
+        daily_quota=1_000,
         developer_accounts={"duo": ("duo-a", "duo-b")},
-    )  # fmt: skip
+    )
     with run_simulator_in_thread(config) as running:
         yield running
 
@@ -54,10 +60,15 @@ class App:
         self.refresh()
 
     def refresh(self) -> requests.Response:
-        answer = self.http.post(f"{self.sim.url}/api/token", timeout=10, data={
-            "grant_type": "refresh_token", "refresh_token": self.refresh_token,
-            "client_id": self.client_id,
-        })  # fmt: skip
+        answer = self.http.post(
+            f"{self.sim.url}/api/token",
+            timeout=10,
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": self.refresh_token,
+                "client_id": self.client_id,
+            },
+        )
         if answer.status_code == 200:
             self.http.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
             self.refresh_token = answer.json().get("refresh_token", self.refresh_token)
@@ -208,9 +219,18 @@ def test_simulate_cli_rejects_a_bad_daily_quota_in_one_line(value: str, message:
 def test_simulate_cli_serves_the_daily_quota() -> None:
     port = free_port()
     process = _auxcord(
-        "simulate", "--users", "1", "--days", "0", "--port", str(port), "--daily-quota", "3",
-        "--developer-account", "team=cli-a,cli-b",
-    )  # fmt: skip
+        "simulate",
+        "--users",
+        "1",
+        "--days",
+        "0",
+        "--port",
+        str(port),
+        "--daily-quota",
+        "3",
+        "--developer-account",
+        "team=cli-a,cli-b",
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

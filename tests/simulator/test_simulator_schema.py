@@ -103,17 +103,27 @@ def test_me_has_the_2026_development_mode_shape(sim: RunningSimulator) -> None:
     openapi = spotify_openapi(sim.api_base)
     me = _validated(openapi, authorized_session(sim, sim.user_ids[0]), f"{sim.api_base}/me")
     assert set(me.json()) == {
-        "account_id", "display_name", "explicit_content", "external_urls", "href", "id",
-        "images", "type", "uri",
-    }  # fmt: skip
+        "account_id",
+        "display_name",
+        "explicit_content",
+        "external_urls",
+        "href",
+        "id",
+        "images",
+        "type",
+        "uri",
+    }
 
 
 def test_the_2026_check_finds_fields_that_development_mode_apps_no_longer_get() -> None:
     old_track = {
-        "type": "track", "popularity": 40, "available_markets": ["DE"], "id": "x",
+        "type": "track",
+        "popularity": 40,
+        "available_markets": ["DE"],
+        "id": "x",
         "album": {"type": "album", "label": "L", "available_markets": []},
         "artists": [{"type": "artist", "genres": ["pop"], "name": "A"}],
-    }  # fmt: skip
+    }
     assert list(removed_in_2026({"items": [{"track": old_track}]})) == [
         "$.items[0].track.available_markets",
         "$.items[0].track.popularity",
