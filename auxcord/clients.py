@@ -7,8 +7,10 @@ stays cheap for the CLI and Airflow's DAG parser.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 from auxcord.names import Topic
@@ -32,11 +34,40 @@ def mongo_client(settings: Settings, **options: Any) -> MongoClient[dict[str, An
     return MongoClient(settings.mongodb_uri, **options)
 
 
+_shared_clients: dict[tuple[int, str], MongoClient[dict[str, Any]]] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_mongo_client(settings: Settings) -> MongoClient[dict[str, Any]]:
+    """The process's one MongoClient for ``settings.mongodb_uri``, opened on first use.
+
+    A MongoClient is a thread-safe connection pool with monitor threads of its own: opening one
+    per call (a poller's round, an import's 0.5 s status check) leaked clients and threads.
+    Keyed by process too, since a client must not cross a fork (Spark's Python workers).
+    Closed when the process exits; callers never close it.
+    """
+    key = (os.getpid(), settings.mongodb_uri)
+    with _shared_lock:
+        client = _shared_clients.get(key)
+        if client is None:
+            client = _shared_clients[key] = mongo_client(settings)
+    return client
+
+
+@atexit.register
+def _close_shared_clients() -> None:
+    with _shared_lock:
+        for (pid, _), client in list(_shared_clients.items()):
+            if pid == os.getpid():
+                client.close()
+        _shared_clients.clear()
+
+
 def mongo_database(
     settings: Settings, client: MongoClient[dict[str, Any]] | None = None
 ) -> Database[dict[str, Any]]:
-    """The auxcord database, named by the URI's path."""
-    return (client or mongo_client(settings))[settings.mongodb_database]
+    """The auxcord database, named by the URI's path, on ``client`` or the shared one."""
+    return (client or shared_mongo_client(settings))[settings.mongodb_database]
 
 
 def _kafka_common(settings: Settings) -> dict[str, Any]:

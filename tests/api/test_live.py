@@ -275,7 +275,4 @@ def test_a_feed_whose_client_leaves_before_it_starts_gives_its_place_back(
                 await app(_feed_scope(test_settings, group.group_id, "2.4"), gone, unreachable)
             assert signal.open_feeds("user:dee") == 0, "ASGI 2.4: the failed send"
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        database.client.close()
+    asyncio.run(scenario())
