@@ -208,9 +208,11 @@ class ImportJobs:
             child = subprocess.Popen(
                 [*self.store_command, str(job.path), "--user", job.user_id, "--progress-json"],
                 env={**os.environ, **self.settings.as_environment()},
-                stdout=subprocess.PIPE, stderr=errors, text=True,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
                 start_new_session=True,  # its own process group, Spark's JVM included
-            )  # fmt: skip
+            )
             killed = threading.Event()
             timer = threading.Timer(self.timeout, _kill, (child, killed))
             timer.daemon = True

@@ -36,10 +36,13 @@ def uploader(stream_settings: Settings) -> Iterator[tuple[str, Settings]]:
     accounts = AccountStore(database, TokenCipher(stream_settings.secret_key_value()))
     for user in ("uploader", "snoop"):
         accounts.link(
-            user_id=user, display_name=user.title(), country="SE", timezone="Europe/Stockholm",
+            user_id=user,
+            display_name=user.title(),
+            country="SE",
+            timezone="Europe/Stockholm",
             client_id="auxcord-local",
             token_info={"access_token": "a", "refresh_token": "r", "expires_in": 3600, "scope": ""},
-        )  # fmt: skip
+        )
     database[Collection.GROUPS].insert_one(
         {"_id": "up", "name": "Uploaders", "members": ["uploader", "snoop"], "owner": "uploader"}
     )
