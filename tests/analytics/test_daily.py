@@ -121,11 +121,14 @@ def reference_user_days(plays: list[dict[str, Any]]) -> dict[tuple[str, date], d
 
 def days_after_history(history: DataFrame, first: date, last: date) -> DataFrame:
     """User days of ``[first, last]``, carrying on from the days before ``first`` (computed
-    the same way from START, with nothing before), as a run after the stored days does."""
+    the same way from START, with nothing before), as a run after the stored days does.
+
+    Checkpointed, as ``aggregate_days`` checkpoints them: group days read the user days
+    several times, and Spark plans each read of the uncheckpointed lineage anew."""
     earlier = user_daily_stats(history, START, first - timedelta(days=1), None)
     schema = history.sparkSession.createDataFrame(summaries_schema().empty_table()).schema
     before = prior_history_from_summaries(as_summaries(earlier, schema), first)
-    return user_daily_stats(history, first, last, before)
+    return user_daily_stats(history, first, last, before).localCheckpoint()
 
 
 @pytest.fixture(scope="module")
