@@ -7,7 +7,6 @@ stays cheap for the CLI and Airflow's DAG parser.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import threading
@@ -44,7 +43,9 @@ def shared_mongo_client(settings: Settings) -> MongoClient[dict[str, Any]]:
     A MongoClient is a thread-safe connection pool with monitor threads of its own: opening one
     per call (a poller's round, an import's 0.5 s status check) leaked clients and threads.
     Keyed by process too, since a client must not cross a fork (Spark's Python workers).
-    Closed when the process exits; callers never close it.
+    Callers never close it, and neither does an exit handler: closing ends the server's
+    sessions, which waits out the server-selection timeout per client when the server is
+    already gone (a test run's stack), while the exiting process frees its sockets anyway.
     """
     key = (os.getpid(), settings.mongodb_uri)
     with _shared_lock:
@@ -52,15 +53,6 @@ def shared_mongo_client(settings: Settings) -> MongoClient[dict[str, Any]]:
         if client is None:
             client = _shared_clients[key] = mongo_client(settings)
     return client
-
-
-@atexit.register
-def _close_shared_clients() -> None:
-    with _shared_lock:
-        for (pid, _), client in list(_shared_clients.items()):
-            if pid == os.getpid():
-                client.close()
-        _shared_clients.clear()
 
 
 def mongo_database(
