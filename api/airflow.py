@@ -20,7 +20,7 @@ from auxcord.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DAG_IDS = ("auxcord_daily", "auxcord_recommendations")
+DAG_IDS = ("auxcord_daily", "auxcord_today", "auxcord_recommendations")
 """The DAGs /admin reports on, in the order the pipeline runs them."""
 FINISHED = frozenset({"success", "failed"})
 

@@ -4,20 +4,26 @@ Each component that lands adds its step here, so one command always shows the wh
 Today: the local servers and Airflow, the Spotify simulator, the web app, every simulated
 friend linked through the real sign-in flow, the pollers publishing their plays and
 now-playing changes to Kafka, the Spark streaming job storing them in MongoDB and GCS, the
-daily aggregates and recommendations of the demo group as Airflow DAG runs (the demo asks
-Airflow's REST API for a run every two minutes; the scheduler runs it, then the
-recommendations on the aggregates' asset), and the dashboard (live feed, leaderboards,
-taste-match, recap, admin health with Airflow's last runs) for every friend.
+aggregates and recommendations of the demo group as DAG runs that Airflow's scheduler starts
+(the demo unpauses the DAGs and asks the REST API once for a run over the imported history;
+``auxcord_today`` then re-aggregates the days still running every two minutes, and the
+recommendations follow each run on the aggregates' asset), and the dashboard (live feed,
+leaderboards, taste-match, recap, admin health with Airflow's last runs) for every friend.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -37,12 +43,12 @@ DEMO_USERS = 5
 DEMO_HISTORY_DAYS = 90
 """Months of each friend's history, imported from their simulated Spotify export at start."""
 DEMO_GROUP = "demo-friends"
-AGGREGATE_EVERY_S = 120
-"""How often the demo asks Airflow for an ``auxcord_daily`` run: the nightly schedule at demo
-speed."""
-FIRST_AGGREGATE_AFTER_S = 30
-"""Long enough for the pollers and the stream to store the friends' recent history."""
-BATCH_DAGS = ("auxcord_daily", "auxcord_recommendations")
+BATCH_DAGS = ("auxcord_daily", "auxcord_today", "auxcord_recommendations")
+"""The DAGs the demo unpauses: the nightly run, today's every two minutes (the nightly
+schedule at demo speed, ``dags/auxcord_today.py``), and the recommendations after either."""
+ASK_AGAIN_S = 10
+"""How soon the demo asks again when Airflow refused or missed its call (SQLite takes one
+writer at a time, and a busy scheduler can hold it for seconds)."""
 DEMO_SPEED = 1.0
 """Live listening in real time from now, after the imported history: the dashboard shows today."""
 
@@ -55,6 +61,9 @@ def run_demo(settings: Settings, console: Console) -> None:
     from devtools.simulator import SimulatorConfig, run_simulator_in_thread
 
     console.rule("[bold]auxcord demo")
+    # The demo prints its own line for each of these steps; their INFO logs would repeat it.
+    for name in ("devtools.stack", "producers.history", "cli.demo_history"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     LocalStack(settings).up(on_progress=lambda line: console.print(f"[dim]·[/dim] {line}"))
     with ExitStack() as running:
         simulator_port = urlsplit(settings.spotify_api_base).port or 18800
@@ -95,11 +104,12 @@ def run_demo(settings: Settings, console: Console) -> None:
         running.enter_context(_streaming(settings, before_stream=history))
         console.print("[dim]·[/dim] streaming Kafka → MongoDB listens/now_playing + GCS Parquet")
         threading.Thread(
-            target=_trigger_batch_runs, args=(settings, stop), name="airflow-runs", daemon=True
+            target=_start_batch_runs, args=(settings, stop), name="airflow-runs", daemon=True
         ).start()
         console.print(
-            f"[dim]·[/dim] Airflow runs the daily aggregates of group {DEMO_GROUP!r} every "
-            f"{AGGREGATE_EVERY_S // 60} minutes, then its recommendations"
+            f"[dim]·[/dim] Airflow's scheduler runs the aggregates of group {DEMO_GROUP!r}: "
+            "the imported history first (auxcord_daily), then the days still running every "
+            "2 minutes (auxcord_today), each followed by the recommendations"
         )
 
         table = Table(title="auxcord demo: what runs where")
@@ -134,9 +144,15 @@ def run_demo(settings: Settings, console: Console) -> None:
         week_ago = datetime.now(UTC).date() - timedelta(days=7)
         console.print(
             f"Watch the batch runs in Airflow at {settings.airflow_url}/dags/auxcord_daily, and "
-            "try a backfill of last week, one day per run:\n  [bold]auxcord airflow backfill "
-            f"create --dag-id auxcord_daily --from-date {week_ago} --to-date "
-            f"{week_ago + timedelta(days=6)} --max-active-runs 1[/bold]"
+            "try a backfill of last week, one day per run:"
+        )
+        # One line however narrow the terminal, so that it still works when copy-pasted.
+        console.print(
+            f"  [bold]{_auxcord_command()} airflow backfill create --dag-id auxcord_daily "
+            f"--from-date {week_ago} --to-date {week_ago + timedelta(days=6)} "
+            "--max-active-runs 1[/bold]",
+            soft_wrap=True,
+            highlight=False,
         )
         console.print(
             f"Open {dashboard}/, press [bold]Sign in with Spotify[/bold] and pick any friend on "
@@ -150,6 +166,21 @@ def run_demo(settings: Settings, console: Console) -> None:
                 time.sleep(1)
         except KeyboardInterrupt:
             console.print("demo stopped")
+
+
+def _auxcord_command() -> str:
+    """How to run this ``auxcord`` from the shell the demo was started in: its name when it is
+    on PATH (an activated venv, an installed package), else its path (``make demo`` runs
+    ``.venv/bin/auxcord`` without activating the venv)."""
+    own = Path(sys.executable).with_name("auxcord")
+    on_path = shutil.which("auxcord")
+    if on_path is not None and Path(on_path).resolve() == own.resolve():
+        return "auxcord"
+    with contextlib.suppress(ValueError):  # another drive (Windows)
+        relative = os.path.relpath(own)
+        if not relative.startswith(".."):
+            return relative
+    return str(own)
 
 
 @contextmanager
@@ -181,47 +212,47 @@ def _ensure_demo_group(settings: Settings, members: list[str]) -> None:
     )
 
 
-def _trigger_batch_runs(settings: Settings, stop: threading.Event) -> None:
-    """The nightly schedule at demo speed: unpause the batch DAGs, then every two minutes ask
-    Airflow (REST API) for an ``auxcord_daily`` run over the days that have listens; the first
-    covers the whole history, the later ones the days live listening still changes. Airflow's
-    scheduler runs each, then the recommendations. A run or a call that fails is logged and
-    the next one is asked for all the same."""
-    from api.airflow import FINISHED, AirflowClient
+def _start_batch_runs(settings: Settings, stop: threading.Event) -> None:
+    """Hand the batch jobs to Airflow's scheduler: unpause the DAGs, and ask through the REST
+    API for one ``auxcord_daily`` run over every day that has listens (the imported history).
+    From then on the scheduler starts every run: ``auxcord_today`` every two minutes,
+    ``auxcord_daily`` at midnight, the recommendations after each; it retries and records a
+    failed run, and the next one comes all the same. Here only a call Airflow refused or
+    missed is made again (SQLite takes one writer at a time), and the history run is asked
+    for again if it failed for good, until one succeeds."""
+    from api.airflow import AirflowClient, DagRun
     from auxcord.clients import mongo_database
     from auxcord.names import Collection
 
     listens = mongo_database(settings)[Collection.LISTENS]
-    history_run: str | None = None
-    """The run over the whole history; asked for again until one succeeds."""
-    wait = FIRST_AGGREGATE_AFTER_S
+    history: DagRun | None = None
+    to_unpause = list(BATCH_DAGS)
     with AirflowClient(settings, timeout_s=30) as airflow:
+        wait = 0.0
         while not stop.wait(wait):
-            wait = AGGREGATE_EVERY_S
+            wait = ASK_AGAIN_S
             try:
-                for dag_id in BATCH_DAGS:
-                    airflow.set_paused(dag_id, False)
-                previous = airflow.last_run("auxcord_daily")
-                if previous is not None and previous.state not in FINISHED:
-                    continue  # one at a time: a long first run is not queued behind
+                if history is not None:
+                    history = airflow.run(history.dag_id, history.run_id)
+                    if history.state == "failed":
+                        log.warning("demo: the history run %s failed; asking again", history.run_id)
+                        history = None
                 oldest = listens.find_one({}, sort=[("played_at", 1)])
                 newest = listens.find_one({}, sort=[("played_at", -1)])
-                if oldest is None or newest is None:
-                    continue
-                if history_run and airflow.run("auxcord_daily", history_run).state == "failed":
-                    history_run = None
-                # Local days reach a day either side of the UTC ones.
-                last = newest["played_at"].date() + timedelta(days=1)
-                first = last - timedelta(days=2)
-                if history_run is None:
+                if history is None and oldest is not None and newest is not None:
+                    # Local days reach a day either side of the UTC ones.
                     first = oldest["played_at"].date() - timedelta(days=1)
-                run = airflow.trigger(
-                    "auxcord_daily", {"first": first.isoformat(), "last": last.isoformat()}
-                )
-                history_run = history_run or run.run_id
-                log.info("demo: asked Airflow for run %s (%s to %s)", run.run_id, first, last)
-            except Exception as exc:  # whatever went wrong, the next round asks again
-                log.warning("demo: Airflow run not started: %s", exc)
+                    last = newest["played_at"].date() + timedelta(days=1)
+                    conf = {"first": first.isoformat(), "last": last.isoformat()}
+                    history = airflow.trigger("auxcord_daily", conf)
+                    log.info("demo: asked Airflow for %s (%s to %s)", history.run_id, first, last)
+                while to_unpause:  # after the history run, so it is queued first
+                    airflow.set_paused(to_unpause[0], False)
+                    to_unpause.pop(0)
+                if history is not None and history.state == "success":
+                    return
+            except Exception as exc:  # whatever went wrong, ask again
+                log.warning("demo: Airflow did not take the call, asking again: %s", exc)
 
 
 def _start_pollers(settings: Settings, stop: threading.Event) -> threading.Thread:

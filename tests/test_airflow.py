@@ -3,8 +3,8 @@
 Airflow starts once for this module, against the session's test stack, with a MongoDB
 database of its own holding four friends' plays over the last five days. Every wait polls
 Airflow's REST API (or MongoDB) for a result; nothing sleeps for a guessed time. The tests run
-in file order: the scheduled run, a run that fails for good, a backfill after it (a failed run
-must not stop later ones), then ``down``.
+in file order: the scheduled run, the demo's schedule (``auxcord_today``), a run that fails for
+good, a backfill after it (a failed run must not stop later ones), then ``down``.
 """
 
 from __future__ import annotations
@@ -168,6 +168,38 @@ def test_the_scheduler_runs_the_last_day_when_the_dag_is_unpaused(
     client.set_paused("auxcord_recommendations", True)
     emitted = datetime.fromisoformat(events[0]["timestamp"])
     assert recommendations.start is None or recommendations.start >= emitted
+
+
+def test_the_scheduler_starts_the_demos_runs_of_the_days_still_running(
+    airflow_settings: Settings, client: AirflowClient
+) -> None:
+    # What the demo's schedule stores comes from this run alone.
+    database = mongo_database(airflow_settings)
+    database[Collection.USER_DAILY].delete_many({"day": YESTERDAY.isoformat()})
+    database[Collection.GROUP_DAILY].delete_many({"day": YESTERDAY.isoformat()})
+    client.set_paused("auxcord_today", False)
+
+    # Nobody triggers it: unpaused, the scheduler starts its run on the two-minute schedule.
+    def scheduled() -> DagRun | None:
+        runs = [run for run in client.runs("auxcord_today") if run.run_type == "scheduled"]
+        return runs[0] if runs and runs[0].state in FINISHED else None
+
+    try:
+        run = wait_for("auxcord_today's scheduled run", scheduled)
+    finally:
+        client.set_paused("auxcord_today", True)
+    assert run.state == "success", run
+    # The UTC day it ran on and the day either side: yesterday is among them.
+    path = f"/api/v2/dags/auxcord_today/dagRuns/{run.run_id}/taskInstances/aggregate"
+    summary = client.get(f"{path}/xcomEntries/return_value")["value"]
+    assert (summary["first"], summary["last"]) == (
+        YESTERDAY.isoformat(),
+        (YESTERDAY + timedelta(days=2)).isoformat(),
+    ), summary
+    users = days_stored(airflow_settings, Collection.USER_DAILY, [YESTERDAY])
+    assert {doc["user_id"] for doc in users} == set(ZONES)
+    groups = days_stored(airflow_settings, Collection.GROUP_DAILY, [YESTERDAY])
+    assert {doc["group_id"] for doc in groups} == set(GROUPS)
 
 
 def test_a_failing_task_is_retried_then_recorded_and_shown_on_admin(
