@@ -32,12 +32,15 @@ def require_mongodb(settings: Settings, timeout_ms: int = 3_000) -> None:
     """Raise one clear error unless MongoDB answers a ping within ``timeout_ms``."""
     from pymongo.errors import PyMongoError
 
-    from auxcord.clients import mongo_client
+    from auxcord.clients import mongo_client, service_error
 
     try:
         with mongo_client(settings, serverSelectionTimeoutMS=timeout_ms) as client:
             client.admin.command("ping")
     except PyMongoError as exc:
+        translated = service_error(exc, settings)  # away or refusing us: what to check
+        if translated is not None:
+            raise translated from exc
         # Host and port only: the URI may carry a password.
         where = urlsplit(settings.mongodb_uri).netloc.rpartition("@")[2]
         raise AuxcordError(f"MongoDB at {where} does not answer: {exc}") from exc

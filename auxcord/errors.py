@@ -26,3 +26,21 @@ class InvalidEvent(AuxcordError):
 
 class StackError(AuxcordError):
     """The local service stack could not be started, reached or stopped."""
+
+
+class ServiceError(AuxcordError):
+    """MongoDB, Kafka or GCS failed in a way only its operator can fix (it is down, it refuses
+    our credentials). The message names the service, where it was looked for (never with a
+    password), what went wrong and what to check, in one line."""
+
+    def __init__(self, service: str, endpoint: str, problem: str, hint: str) -> None:
+        super().__init__(f"{service} at {endpoint} {problem}; {hint}")
+        self.service, self.endpoint, self.problem, self.hint = service, endpoint, problem, hint
+
+
+class ServiceUnavailable(ServiceError):
+    """The service did not answer: not running, unreachable, or too slow."""
+
+
+class ServiceAccessDenied(ServiceError):
+    """The service answered but refused the configured credentials or permissions."""

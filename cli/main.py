@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from analytics.cli import aggregate_command, backfill_command, sql_command
@@ -64,8 +65,9 @@ def _root(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    # kafka-python logs every reconnect attempt at WARNING; it drowns the CLI while servers start.
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs every reconnect attempt, some at ERROR; it drowns the CLI while servers
+    # start, and when a broker stays away its error reaches the user as one line anyway.
+    logging.getLogger("kafka").setLevel(logging.ERROR if verbose else logging.CRITICAL)
     # httpx logs every URL at INFO, and sign-in URLs carry one-time codes.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # py4j logs every call between Python and Spark's JVM at INFO.
@@ -234,9 +236,17 @@ def _print_status(statuses: list[ServiceStatus]) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning auxcord errors into one clear line."""
+    """Console-script entry point: run the app, turning auxcord errors into one clear line.
+
+    MongoDB, Kafka and GCS failures the user must act on (a server away, credentials refused)
+    become auxcord errors here too; anything else is a bug and keeps its traceback.
+    """
+    from auxcord.clients import service_errors
+
     try:
-        app()
+        with service_errors(get_settings):
+            app()
     except AuxcordError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        # One line however long: rich would wrap it at the terminal's width.
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
