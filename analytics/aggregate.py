@@ -90,18 +90,12 @@ def replace_days(
 
 
 def ensure_indexes(database: Database[dict[str, Any]]) -> None:
-    """The dashboard's reads: one user's days, one group's days, a day's leaderboard."""
-    from pymongo import ASCENDING, DESCENDING
+    """The dashboard's reads: one user's days, one group's days, a day's leaderboard
+    (registered in :mod:`auxcord.indexes`)."""
+    from auxcord.indexes import AGGREGATES
+    from auxcord.indexes import ensure_indexes as ensure_registered
 
-    database[Collection.USER_DAILY].create_index([("user_id", ASCENDING), ("day", DESCENDING)])
-    database[Collection.USER_DAILY].create_index([("day", ASCENDING)])
-    database[Collection.GROUP_DAILY].create_index([("group_id", ASCENDING), ("day", DESCENDING)])
-    database[Collection.GROUP_DAILY].create_index([("day", ASCENDING)])
-    database[Collection.USER_ROLLUPS].create_index([("user_id", ASCENDING), ("period", ASCENDING)])
-    database[Collection.USER_ROLLUPS].create_index([("period", ASCENDING)])
-    database[Collection.GROUP_ROLLUPS].create_index(
-        [("group_id", ASCENDING), ("period", ASCENDING)]
-    )
+    ensure_registered(database, *AGGREGATES)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from auxcord import indexes
 from auxcord.names import Collection
 
 STATE_TTL = timedelta(minutes=10)
@@ -33,7 +34,7 @@ class OAuthStates:
 
     def ensure_indexes(self) -> None:
         # MongoDB drops expired states by itself; the callback also checks the expiry.
-        self._states.create_index("expires_at", expireAfterSeconds=0)
+        indexes.ensure_indexes(self._states.database, Collection.OAUTH_STATES)
 
     def begin(
         self,

@@ -21,6 +21,7 @@ from pymongo import DESCENDING
 from pymongo.database import Database
 from pymongo.write_concern import WriteConcern
 
+from auxcord import indexes
 from auxcord.names import Collection
 
 
@@ -141,4 +142,4 @@ class GapStore:
         return int(result.modified_count)
 
     def ensure_indexes(self) -> None:
-        self._gaps.create_index([("user_id", 1), ("repaired_at", 1), ("start", -1)])
+        indexes.ensure_indexes(self._gaps.database, Collection.GAPS)

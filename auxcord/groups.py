@@ -22,6 +22,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 
+from auxcord import indexes
 from auxcord.errors import AuxcordError
 from auxcord.names import Collection
 
@@ -95,8 +96,7 @@ class GroupStore:
         self.invites = database[Collection.INVITES]
 
     def ensure_indexes(self) -> None:
-        self.groups.create_index([("members", ASCENDING)])
-        self.invites.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+        indexes.ensure_indexes(self.groups.database, Collection.GROUPS, Collection.INVITES)
 
     def create(self, name: str, owner: str) -> Group:
         document = {

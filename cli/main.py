@@ -153,22 +153,24 @@ def airflow_cli(context: typer.Context) -> None:
 
 @app.command("provision")
 def provision() -> None:
-    """Create Kafka topics, the GCS bucket and MongoDB indexes on the configured servers.
+    """Create Kafka topics, the GCS bucket and every MongoDB index on the configured servers.
 
-    Safe to run again. Production runs it once per deployment; ``stack up`` does it locally.
+    Safe to run again. Production runs it once per deployment; ``stack up`` creates the
+    topics and the bucket locally, and each component the indexes it needs.
     """
-    from auxcord.clients import ensure_bucket, ensure_topics
+    from auxcord.clients import ensure_bucket, ensure_topics, mongo_database
+    from auxcord.indexes import INDEXES, ensure_indexes
 
     settings = get_settings()
     created = ensure_topics(settings)
     console.print(f"Kafka topics created: {', '.join(created) or 'none (all present)'}")
     bucket = "created" if ensure_bucket(settings) else "present"
     console.print(f"GCS bucket {settings.gcs_bucket}: {bucket}")
-    from auxcord.clients import mongo_database
-    from streaming.sinks import ensure_indexes
-
-    ensure_indexes(mongo_database(settings))
-    console.print("MongoDB indexes: in place")
+    indexes = ensure_indexes(mongo_database(settings))
+    console.print(
+        f"MongoDB indexes: {len(indexes)} in place on {len(INDEXES)} collections "
+        f"of {settings.mongodb_database}"
+    )
 
 
 @app.command("link")

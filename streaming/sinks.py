@@ -44,16 +44,12 @@ NOW_PLAYING_GRACE = timedelta(minutes=10)
 
 
 def ensure_indexes(db: Database[dict[str, Any]]) -> None:
-    """The indexes the sinks and the dashboard's reads rely on; cheap when they exist."""
-    from pymongo import ASCENDING, DESCENDING
+    """The indexes the sinks and the dashboard's reads rely on (registered in
+    :mod:`auxcord.indexes`); cheap when they exist."""
+    from auxcord.indexes import STREAMING
+    from auxcord.indexes import ensure_indexes as ensure_registered
 
-    listens = db[Collection.LISTENS]
-    listens.create_index([("user_id", ASCENDING), ("played_at", DESCENDING)])
-    listens.create_index([("played_at", DESCENDING)])
-    # A TTL index clears stale states on MongoDB; readers also filter on expires_at, so the
-    # feed is right even before the TTL monitor runs.
-    db[Collection.NOW_PLAYING].create_index("expires_at", expireAfterSeconds=0)
-    db[Collection.DEAD_LETTERS].create_index([("stored_at", DESCENDING)])
+    ensure_registered(db, *STREAMING)
 
 
 def insert_new(

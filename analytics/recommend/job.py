@@ -45,6 +45,7 @@ from analytics.recommend.model import (
     popularity_recommendations,
     split_last_days,
 )
+from auxcord.indexes import ensure_indexes
 from auxcord.names import Collection
 
 if TYPE_CHECKING:
@@ -369,8 +370,8 @@ def _documents(
 
 def write_run(database: Database[dict[str, Any]], run: RecommendationRun) -> None:
     """Store a run: re-running the same run id replaces its documents, never adds to them."""
+    ensure_indexes(database, Collection.RECOMMENDATIONS)
     recommendations = database[Collection.RECOMMENDATIONS]
-    recommendations.create_index([("user_id", 1), ("run_id", -1)])
     recommendations.delete_many({"run_id": run.run_id})
     if run.documents:
         recommendations.insert_many(run.documents, ordered=False)
