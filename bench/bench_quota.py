@@ -10,8 +10,9 @@ four windows' worth of recently-played). One ``auxcord poll`` process polls them
   simulator's own count), calls per user per day, against naive polling and the previous
   poller; ``QUOTA_EXCEEDED`` refusals;
 - plays missed against the ground truth;
-- the live feed: from each track change inside a session already on the feed to its
-  now-playing record on Kafka, and from each session's first play to the session's first record.
+- the live feed: from each track change inside a session already on the feed until the feed
+  shows that track or a later one (a change it never catches up with counts as infinitely late),
+  and from each session's first play to the session's first record.
 
 ``--lockout`` runs the forced lockout instead: two virtual days, the account locked out for 14
 virtual hours from just before the second night's binge. Every lost play must fall inside a
@@ -214,13 +215,15 @@ def match_plays(
 
 
 def live_feed(run: Run, truth: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    """Virtual seconds to each in-session track change on the feed, and to each session's
-    first record (see the module docstring)."""
+    """Virtual seconds from each in-session track change until the feed shows that track or a
+    later one of the session (infinite if it never does), and from each session's first play to
+    the session's first record (see the module docstring). Times are the poller's observations,
+    so the figure is the plan's, not Kafka's or this machine's latency times the speed-up."""
     seen: dict[str, list[tuple[int, str]]] = {}
-    for timestamp, value in read_topic(run.settings, Topic.NOW_PLAYING):
+    for _, value in read_topic(run.settings, Topic.NOW_PLAYING):
         event = NowPlayingEvent.from_json(value)
         if event.state in ("started", "track_changed") and event.playing_type != "ad":
-            at = run.virtual_ms(timestamp / 1000)
+            at = run.virtual_ms(event.observed_at.timestamp())
             key = event.track_id or f"name:{event.track_name}"
             seen.setdefault(event.user_id, []).append((at, key))
     changes: list[float] = []
@@ -245,17 +248,14 @@ def live_feed(run: Run, truth: list[dict[str, Any]]) -> tuple[list[float], list[
         begin, end = plays[0]["started_at_ms"], plays[-1]["played_at_ms"]
         first = min((at for at, _ in events if begin <= at <= end), default=None)
         starts.append(((end if first is None else first) - begin) / 1000)
-        for row in plays:
+        for index, row in enumerate(plays):
             if first is None or row["started_at_ms"] <= first:
                 continue
-            key = row["track_id"] or f"name:{row['track_name']}"
-            times = [
-                at
-                for at, k in events
-                if k == key and row["started_at_ms"] - 50 <= at <= row["played_at_ms"] + 1000
-            ]
-            if times:
-                changes.append(max(0, min(times) - row["started_at_ms"]) / 1000)
+            later = {other["track_id"] or f"name:{other['track_name']}" for other in plays[index:]}
+            shown = [at for at, k in events if k in later and at >= row["started_at_ms"] - 50]
+            changes.append(
+                max(0, min(shown) - row["started_at_ms"]) / 1000 if shown else float("inf")
+            )
     return sorted(changes), sorted(starts)
 
 

@@ -789,9 +789,13 @@ class PollEngine:
             cause = GapCause.QUOTA_LOCKOUT
         elif known.needs_reauth:
             cause = GapCause.TOKEN_EXPIRED
-        elif since is None or now - since > self.config.window_s:
+        elif plan.read_at is None and (since is None or now - since > self.config.window_s):
+            # This process never read the user, and the last read on record is older than the
+            # window: the plays went by while no poller was running.
             cause = GapCause.POLLER_DOWN
         else:
+            # Polled all along: the player ran where the probes could not see it (a probe that
+            # fell in the second between two tracks of a binge took it for a stopped player).
             cause = GapCause.UNKNOWN
         log.warning(
             "recently-played no longer reaches the cursor: plays may be missing",

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 import random
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -303,6 +304,7 @@ def simulate(
     budget: int = 750,
     apps: dict[str, str] | None = None,
     lockout: tuple[str, float, float] | None = None,
+    config: PollerConfig | None = None,
 ) -> Run:
     """Run the engine over ``days`` from :data:`START`, then one last read of every user."""
     clock = FakeClock()
@@ -313,7 +315,7 @@ def simulate(
         spotify.locks[app] = (START + begin, START + begin + hours * HOUR)
     kafka, state, counts = FakeKafka(), FakeState(), Counts()
     engine = PollEngine(
-        PollerConfig(daily_budget=budget),
+        config or PollerConfig(daily_budget=budget),
         spotify=spotify,
         sink=FakeSink(kafka),
         state=state,
@@ -361,11 +363,14 @@ def test_a_week_of_five_friends_stays_in_budget_and_misses_no_play() -> None:
 
 
 def live_delays(run: Run, users: list[str]) -> tuple[list[float], list[float]]:
-    """Seconds from each track change inside a session already on the live feed to its event,
-    and from each session's first play to the session's first event, sorted.
+    """Seconds from each track change inside a session already on the live feed until the feed
+    shows that track or a later one of the session, and from each session's first play to the
+    session's first event, sorted.
 
     A session is plays less than 35 s apart. Until its first event the feed shows nothing of it:
-    those tracks count in the session start, not as changes the feed was late to show.
+    those tracks count in the session start, not as changes the feed was late to show. A change
+    the feed never caught up with counts as infinitely late, so tracks the plan never read make
+    the figure worse, not smaller.
     """
     seen: dict[str, list[tuple[float, str]]] = {}
     for event in run.kafka.now_playing:
@@ -385,13 +390,12 @@ def live_delays(run: Run, users: list[str]) -> tuple[list[float], list[float]]:
             begin, end = plays[0].start, plays[-1].end
             first = min((t for t, _ in events if begin <= t <= end), default=None)
             starts.append((end if first is None else first) - begin)
-            for play in plays:
+            for index, play in enumerate(plays):
                 if first is None or play.start <= first:
                     continue
-                track_id = play.item()["id"]
-                times = [t for t, k in events if k == track_id and play.start <= t <= play.end + 1]
-                if times:
-                    changes.append(min(times) - play.start)
+                later = {other.item()["id"] for other in plays[index:]}
+                shown = [t for t, k in events if k in later and t >= play.start]
+                changes.append(min(shown) - play.start if shown else math.inf)
     return sorted(changes), sorted(starts)
 
 
@@ -399,7 +403,7 @@ def p95(values: list[float]) -> float:
     return values[int(0.95 * len(values))]
 
 
-@pytest.mark.parametrize("budget", [750, 2_500])
+@pytest.mark.parametrize("budget", [750, 5_000])
 def test_live_feed_sees_track_changes_within_a_minute_and_session_starts_within_20(
     budget: int,
 ) -> None:
@@ -407,14 +411,16 @@ def test_live_feed_sees_track_changes_within_a_minute_and_session_starts_within_
     run = simulate(listeners, 4, budget=budget)
     # The binger's 30 s tracks: the pace decides, and the benchmark measures it.
     changes, starts = live_delays(run, ["user1", "user2", "user3", "user4"])
-    assert len(changes) > 100 and len(starts) > 20
+    assert len(changes) > 300 and len(starts) > 20
     assert p95(starts) <= 20 * 60
-    if budget >= 2_500:
-        # Enough for these heavy listeners (2.5 h a day each): the plan's own freshness.
+    if budget >= 5_000:
+        # A budget that does not bind (about 600 calls a user a day for these heavy listeners,
+        # 2.5 h a day each): the plan's own freshness.
         assert p95(changes) <= 60
     else:
-        # Short of reads, the feed slows down rather than the budget running out.
-        print(f"budget {budget}: track changes p95 {p95(changes):.0f} s")
+        # 150 calls a user a day: completeness and token refreshes take about 100 of them, so
+        # the feed falls behind (bench/RESULTS.md) rather than the budget running out.
+        print(f"budget {budget}: track changes p50 {changes[len(changes) // 2]:.0f} s")
 
 
 def test_a_quota_lockout_during_a_binge_loses_plays_only_inside_recorded_gaps() -> None:
@@ -439,6 +445,29 @@ def test_a_quota_lockout_during_a_binge_loses_plays_only_inside_recorded_gaps() 
         )
     # The other friends listened through the lockout too, but their windows held.
     assert set(missing) == {"user0"} or all(user in {g[0] for g in gaps} for user in missing)
+
+
+def test_a_binge_a_probe_took_for_a_stopped_player_is_a_recorded_gap_not_a_silent_loss() -> None:
+    """The plan's known limit, kept honest: idle probes come every 20 minutes, and one that falls
+    in the second and a half between two 30 s tracks sees nothing playing. The 20 minutes
+    before it then count as idle, the binge fills the window before the next read, and plays
+    are lost. They must all lie in a recorded gap, whose cause does not blame a poller that was
+    running all along."""
+    config = PollerConfig(daily_budget=750)
+    # The probes at 0, 1,200 and 2,400 s see an idle player (no surplus probes in between):
+    # the binge starts just after the second, and the third falls between tracks 36 and 37.
+    assert config.idle_s == 1_200
+    config = replace(config, idle_surplus_s=config.idle_s)
+    start, period = 2_400 - 32 * 36 - 31, 32.0
+    earlier = Play(START - 2 * HOUR, 200.0, 999, 200.0)  # sets the cursor: a gap needs one
+    binge = [Play(START + start + n * period, 30.5, n, 30.5) for n in range(120)]
+    listeners = {"bingeing": Listener([earlier, *binge]), "idle": Listener([])}
+    run = simulate(listeners, 0.25, config=config)
+    lost = run.missing().get("bingeing", [])
+    assert lost, "the probe between two tracks hid the first 20 minutes of the binge"
+    [(user, gap_start, gap_end, cause)] = run.state.gaps
+    assert user == "bingeing" and cause is GapCause.UNKNOWN
+    assert all(gap_start < play.end * 1000 < gap_end for play in lost)
 
 
 def test_a_locked_account_does_not_hold_back_another_account() -> None:
