@@ -163,6 +163,15 @@ class PollerConfig:
     idle_recent_s: float = 6 * 3600.0
     """recently-played at least this often even while idle: a session short enough to fall
     between two probes is still read while its plays are in the window."""
+    short_track_s: float = 60.0
+    """A user seen playing tracks shorter than this may binge them, and a probe of their idle
+    player that falls in the second between two such tracks sees nothing playing: the 20
+    minutes before it would count as idle, and up to 80 plays could go by unread. Their idle
+    player is watched through recently-played instead, which lists every play whatever the
+    probe's timing, for the same number of calls (a session is then seen once its first track
+    has ended: 30 s for such tracks)."""
+    short_memory_s: float = 7 * DAY_S
+    """How long one short track keeps a user's idle player watched through recently-played."""
     skip_check_s: float = 55.0
     """First look after a new track began: skips before 30 s (not even a play) are the commonest
     change a track's length cannot predict, and the track after one is then seen within 55 s."""
@@ -463,6 +472,8 @@ class UserPlan:
     live_tokens: float = 0.0
     """This user's own bucket of live reads (see :attr:`PollerConfig.user_live_per_hour`)."""
     live_at: float = 0.0
+    short_seen_at: float = -math.inf
+    """When the user was last seen playing a track under :attr:`PollerConfig.short_track_s`."""
     published: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     @property
@@ -634,6 +645,7 @@ class PollEngine:
             self._failed(user_id, exc)
             return
         now = plan.observed_at = self.clock.now()
+        self._note_length(plan, now, current.duration_ms)
         between = self._between_tracks(plan, current)
         # Between two tracks the session goes on as far as the window is concerned.
         plan.observe(now, _runs(current) or between)
@@ -684,10 +696,23 @@ class PollEngine:
                 plan.next_recent = min(plan.next_recent, now)
             wait = min(wait, max(config.between_tracks_s, room))
             plan.essential_at = now + wait
+            if current.item_key is None and self._watches_list(plan, now):
+                # Its probes are recently-played reads (see PollerConfig.short_track_s).
+                plan.next_recent = min(plan.next_recent, now + wait)
+                plan.next_playing = math.inf
+                return
             if self.budget_of(user_id).surplus(now):
                 # Reads the budget would not otherwise use: see session starts sooner.
                 wait = min(wait, config.idle_surplus_s)
         plan.next_playing = now + wait
+
+    def _watches_list(self, plan: UserPlan, now: float) -> bool:
+        """Whether the user's idle player is probed through recently-played."""
+        return self.config.adaptive and now - plan.short_seen_at < self.config.short_memory_s
+
+    def _note_length(self, plan: UserPlan, now: float, duration_ms: int | None) -> None:
+        if duration_ms is not None and duration_ms < self.config.short_track_s * 1000:
+            plan.short_seen_at = now
 
     def _between_tracks(self, plan: UserPlan, current: Playback) -> bool:
         """Whether nothing playing just after a track deserves a second look before a stop."""
@@ -752,6 +777,7 @@ class PollEngine:
             return
         for event in fresh:
             plan.published[event.event_id] = None
+            self._note_length(plan, self.clock.now(), event.duration_ms)
         while len(plan.published) > 500:
             plan.published.popitem(last=False)
         self.observer.published("listens", len(fresh))
@@ -761,6 +787,10 @@ class PollEngine:
         plan.recorded_at = now
         plan.read(now)
         plan.errors = 0
+        if math.isinf(plan.next_playing) and newest > (cursor or 0):
+            # The list shows plays the watched idle player made since the last read: a
+            # session, perhaps still going; currently-playing takes over for the live feed.
+            plan.next_playing = now
         self._plan_recent(plan, now)
 
     def _plan_recent(self, plan: UserPlan, now: float) -> None:
@@ -773,6 +803,9 @@ class PollEngine:
         jitter = self.rng.uniform(0.9, 1.0)
         if plan.may_play:
             plan.next_recent = now + config.safe_window_s * jitter
+        elif math.isinf(plan.next_playing):
+            # A watched idle player: this read is its probe (see PollerConfig.short_track_s).
+            plan.next_recent = now + config.idle_s * jitter
         else:
             plan.next_recent = now + config.idle_recent_s * jitter
             # The idle probe must come before a session starting now could fill the window.

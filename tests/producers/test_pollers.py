@@ -268,6 +268,15 @@ def test_malformed_responses_are_counted_and_skipped(poll_world: PollWorld) -> N
             poller,
             "no malformed answer was counted",
         )
+        # Polling goes on past the bad answers: long enough for plays to compare.
+        wait_for(
+            lambda: (
+                len(expected_ids([r for r in sim.ground_truth() if r["played_at_ms"] > start_ms]))
+                >= 20
+            ),
+            poller,
+            "the simulated friends made too few plays",
+        )
     finally:
         stop(poller)
     finish_and_compare(poll_world, start_ms, at_least=20)
