@@ -8,7 +8,10 @@ scheduler's overhead on one daily run.
   LocalExecutor's workers, log servers), summed, over ``--idle`` seconds with nothing to run.
 - **Overhead**: a day of five friends (on top of two weeks already aggregated) as a DAG run
   that Airflow's scheduler runs (from the REST API's trigger to the run's end) against
-  ``auxcord aggregate --date D`` for the same day, alternately, ``--runs`` times each.
+  ``auxcord aggregate --date D`` for the same day, alternately, ``--runs`` times each; and
+  where the DAG run's time goes, from the timestamps Airflow records for the run and its task
+  (trigger to queued, queued to running, the task's scheduling, queueing and start, the task
+  itself, and its end to the run's end).
 
     .venv/bin/python bench/bench_airflow.py [--runs 2] [--idle 60]
 """
@@ -79,8 +82,22 @@ def seed(settings: Settings, last: date) -> None:
     database[Collection.LISTENS].insert_many(documents)
 
 
-def dag_run_s(client: AirflowClient, day: date) -> tuple[float, float]:
-    """(trigger to end, the run's own start to end) of one ``auxcord_daily`` run for ``day``."""
+STEPS = {
+    "queued": "trigger to run queued",
+    "scheduled": "run queued to running (scheduler)",
+    "task_scheduled": "run running to task scheduled",
+    "task_queued": "task scheduled to queued (executor)",
+    "task_started": "task queued to started (worker)",
+    "task": "task start to end (the job, Spark start included)",
+    "run_end": "task end to run end",
+}
+"""The parts of one DAG run, from the timestamps Airflow records (in order)."""
+
+
+def dag_run_s(client: AirflowClient, day: date) -> tuple[float, dict[str, float]]:
+    """Trigger to end (this process' clock) of one ``auxcord_daily`` run for ``day``, and its
+    parts (:data:`STEPS`) from the run's and its task's timestamps."""
+    triggered = datetime.now(UTC)
     started = time.perf_counter()
     run = client.trigger("auxcord_daily", {"first": day.isoformat(), "last": day.isoformat()})
     while run.state not in FINISHED:
@@ -90,7 +107,28 @@ def dag_run_s(client: AirflowClient, day: date) -> tuple[float, float]:
     total = time.perf_counter() - started
     if run.state != "success" or run.duration_s is None:
         raise SystemExit(f"the DAG run {run.run_id} ended {run.state}")
-    return total, run.duration_s
+    path = f"/api/v2/dags/auxcord_daily/dagRuns/{run.run_id}"
+    body, task = client.get(path), client.get(f"{path}/taskInstances/aggregate")
+    moments = [
+        triggered,
+        *(
+            datetime.fromisoformat(value)
+            for value in (
+                body["queued_at"],
+                body["start_date"],
+                task["scheduled_when"],
+                task["queued_when"],
+                task["start_date"],
+                task["end_date"],
+                body["end_date"],
+            )
+        ),
+    ]
+    parts = {
+        step: (later - earlier).total_seconds()
+        for step, earlier, later in zip(STEPS, moments, moments[1:], strict=True)
+    }
+    return total, parts
 
 
 def cli_aggregate_s(settings: Settings, day: date) -> float:
@@ -147,7 +185,9 @@ def main() -> None:
             day = datetime.now(UTC).date() - timedelta(days=1)
             seed(settings, day)
             aggregate_range(settings, first=day - timedelta(days=DAYS - 1), last=day - timedelta(1))
-            dag_total, dag_own, cli = [], [], []
+            dag_total: list[float] = []
+            dag_parts: list[dict[str, float]] = []
+            cli: list[float] = []
             with AirflowClient(settings, timeout_s=30) as client:
                 client.set_paused("auxcord_daily", False)
                 # Unpausing queues the last complete day: let that run finish first.
@@ -158,16 +198,22 @@ def main() -> None:
                             break
                     time.sleep(1)
                 for _ in range(args.runs):
-                    total, own = dag_run_s(client, day)
+                    total, parts = dag_run_s(client, day)
                     dag_total.append(total)
-                    dag_own.append(own)
+                    dag_parts.append(parts)
                     cli.append(cli_aggregate_s(settings, day))
             print(f"one daily run ({len(USERS)} friends, ~{24 * 60 // 4} plays each that day):")
-            print(f"  auxcord aggregate --date {day}:  median {statistics.median(cli):.1f} s")
-            print(f"  DAG run, trigger to end:         median {statistics.median(dag_total):.1f} s")
-            print(f"  DAG run, its own start to end:   median {statistics.median(dag_own):.1f} s")
+            print(f"  auxcord aggregate --date {day}:  {_each(cli)}")
+            print(f"  DAG run, trigger to end:         {_each(dag_total)}")
+            for step, label in STEPS.items():
+                print(f"    {label}: {_each([parts[step] for parts in dag_parts])}")
         finally:
             stack.down()
+
+
+def _each(seconds: list[float]) -> str:
+    runs = ", ".join(f"{value:.1f}" for value in seconds)
+    return f"median {statistics.median(seconds):.1f} s ({runs})"
 
 
 if __name__ == "__main__":
