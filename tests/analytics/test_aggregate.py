@@ -9,6 +9,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from analytics.aggregate import aggregate_days
 from auxcord.events import ListenEvent
 from auxcord.names import Collection
@@ -146,10 +148,42 @@ def test_bad_dates_are_one_clear_line(test_settings: Settings) -> None:
     assert result.returncode == 1 and "is before --from" in result.stderr
 
 
+def run_cli_here(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+) -> tuple[int, str, str]:
+    """``auxcord ARGS`` run by the CLI's own entry point in this process, so that a Spark
+    command gets the session's SparkSession instead of starting a JVM of its own: the exit
+    code, stdout and stderr."""
+    from auxcord.settings import get_settings
+    from cli.main import main
+
+    for name, value in {**settings.as_environment(), "COLUMNS": "200"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["auxcord", *args])
+    get_settings.cache_clear()
+    try:
+        main()
+        code = 0
+    except SystemExit as exit:
+        code = int(exit.code or 0)
+    finally:
+        get_settings.cache_clear()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def test_backfill_and_sql_from_the_command_line(
-    test_settings: Settings, mongo_db: Database[dict[str, Any]]
+    spark: SparkSession,
+    test_settings: Settings,
+    mongo_db: Database[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     seed(mongo_db)
+    # The backfill as a user runs it: a process of its own, starting its own Spark.
     result = run_cli(
         test_settings, "backfill", "--from", "2026-03-07", "--to", "2026-03-09", "--group", "g2"
     )
@@ -157,12 +191,16 @@ def test_backfill_and_sql_from_the_command_line(
     assert "3 day(s) 2026-03-07 to 2026-03-09" in result.stdout
     assert {doc["group_id"] for doc in mongo_db[Collection.GROUP_DAILY].find()} == {"g2"}
     assert {doc["user_id"] for doc in mongo_db[Collection.USER_DAILY].find()} == {"cy", "dee"}
+    # `auxcord sql` in this process, on the session's Spark (a JVM start less each).
     query = "SELECT group_id, day, plays FROM group_daily ORDER BY day"
-    result = run_cli(test_settings, "sql", query)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "2026-03-07" in result.stdout and "g2" in result.stdout
-    result = run_cli(test_settings, "sql", "SELECT nothing FROM nowhere")
-    assert result.returncode == 1 and "the query failed" in result.stderr
+    code, out, err = run_cli_here(test_settings, monkeypatch, capsys, "sql", query)
+    assert code == 0, err[-2000:]
+    assert "2026-03-07" in out and "g2" in out
+    code, out, err = run_cli_here(
+        test_settings, monkeypatch, capsys, "sql", "SELECT nothing FROM nowhere"
+    )
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: the query failed"), err
 
 
 def test_rollups_add_up_the_days_exactly(
