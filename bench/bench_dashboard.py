@@ -44,6 +44,7 @@ import httpx
 from api.deps import signed_in_session
 from api.security import session_cookie
 from auxcord.clients import mongo_database
+from auxcord.indexes import ensure_indexes
 from auxcord.names import Collection
 from auxcord.settings import Settings
 from devtools.simulator.frames import track_plays
@@ -89,8 +90,7 @@ def seed(settings: Settings, users: int, days: int) -> list[date]:
     ).to_dict("records")
     listens = database[Collection.LISTENS]
     # Indexes first: the local server builds them on existing data far more slowly.
-    listens.create_index([("user_id", 1), ("played_at", -1)])
-    listens.create_index([("played_at", 1)])
+    ensure_indexes(database, Collection.LISTENS)
     for start in range(0, len(documents), 5_000):
         listens.insert_many(documents[start : start + 5_000], ordered=False)
     print(f"seeded {len(documents):,} plays of {users} users over {days} days", flush=True)
