@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,12 @@ if TYPE_CHECKING:
 
 _database_numbers = itertools.count()
 _stream_numbers = itertools.count()
+
+SPARK_JAVA_OPTIONS = "-XX:+UseParallelGC -XX:TieredStopAtLevel=1 -Xss16m"
+"""The session's Spark JVM: the JIT's quick tier only (as short runs use, see
+``build_spark_session``), whose compiles cost less than the optimising tier's on test-sized
+data; and larger thread stacks, as the quick tier's frames are larger and fitting ALS recurses
+through its lineage deeply enough to overflow the default 1 MB."""
 
 
 def environment_of(settings: Settings) -> dict[str, str]:
@@ -88,9 +95,9 @@ SMALL_DATA_SPARK_CONF = {
     # Test data is a few thousand rows, so a query's time goes to planning and compiling, not
     # to the rows: Spark evaluates expressions interpreted instead of generating and compiling
     # Java for each (the mode Spark's own test suite runs in besides codegen), without
-    # re-planning at each stage. Same results, in a fraction of the time. The production
-    # settings still run in every test that starts a Spark process of its own (the CLI,
-    # imports, the streaming process, Airflow's tasks, the demo).
+    # re-planning at each stage. Same results, in a fraction of the time. Spark's production
+    # SQL settings still run in every test that starts a Spark process of its own (the CLI,
+    # imports, the streaming process, Airflow's tasks).
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.adaptive.enabled": "false",
@@ -107,10 +114,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
         data_dir=tmp_path_factory.mktemp("spark"),
         spark_shuffle_partitions=1,
         spark_driver_memory="2g",
+        spark_driver_java_options=SPARK_JAVA_OPTIONS,
     )
-    # short_run: the JIT's quick tier only; its optimising compiles cost more than they save
-    # on test-sized data.
-    session = build_spark_session(settings, "auxcord-tests", short_run=True)
+    session = build_spark_session(settings, "auxcord-tests")
     for key, value in SMALL_DATA_SPARK_CONF.items():
         session.conf.set(key, value)
     yield session
@@ -138,21 +144,31 @@ def simulator_settings(
     )
 
 
-@pytest.fixture
-def link_world(test_settings: Settings) -> Iterator[LinkWorld]:
-    """A simulator and the web app on loopback, sharing this test's fresh MongoDB database."""
+LINK_SIMULATOR = SimulatorConfig(users=6, days=7, seed=21, speed=0.001, rate_budget=1_000)
+"""The simulator of :func:`link_world`. Virtual time barely moves, so ground truth read before
+a call still holds after it."""
+
+
+@contextmanager
+def link_world_on(sim: RunningSimulator, test_settings: Settings) -> Iterator[LinkWorld]:
+    """The web app on loopback, signing in through ``sim``, on this test's MongoDB database."""
     from cli.webserver import serve_in_thread
 
-    # Virtual time barely moves, so ground truth read before a call still holds after it.
-    config = SimulatorConfig(users=6, days=7, seed=21, speed=0.001, rate_budget=1_000)
-    with run_simulator_in_thread(config) as sim:
-        port = free_port()
-        # Development-mode apps admit five users each: six users need two apps.
-        settings = simulator_settings(
-            test_settings, sim, port, spotify_extra_apps=[SpotifyApp(client_id="auxcord-local-2")]
-        )
-        with serve_in_thread(settings, "127.0.0.1", port) as base:
-            yield LinkWorld(sim, settings, base)
+    port = free_port()
+    # Development-mode apps admit five users each: six users need two apps.
+    settings = simulator_settings(
+        test_settings, sim, port, spotify_extra_apps=[SpotifyApp(client_id="auxcord-local-2")]
+    )
+    with serve_in_thread(settings, "127.0.0.1", port) as base:
+        yield LinkWorld(sim, settings, base)
+
+
+@pytest.fixture
+def link_world(test_settings: Settings) -> Iterator[LinkWorld]:
+    """A simulator of this test's own and the web app on loopback, sharing this test's fresh
+    MongoDB database."""
+    with run_simulator_in_thread(LINK_SIMULATOR) as sim, link_world_on(sim, test_settings) as world:
+        yield world
 
 
 @pytest.fixture(scope="session")
