@@ -41,6 +41,7 @@ from analytics.sources import (
 from auxcord.clients import gcs_bucket, mongo_database
 from auxcord.errors import AuxcordError
 from auxcord.names import Collection
+from auxcord.periods import ALL_TIME, doc_id, is_key_of, key_year, period_key, prefix_range
 from auxcord.settings import Settings
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _documents(frame: DataFrame, key: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = frame.toArrow().to_pylist()
     for row in rows:
         row["day"] = row["day"].isoformat()
-        row["_id"] = f"{row[key]}:{row['day']}"
+        row["_id"] = doc_id(row[key], row["day"])
     return rows
 
 
@@ -296,10 +297,13 @@ def stored_summaries_queries(
         {"day": {"$gte": span_start.isoformat(), "$lt": first.isoformat()}},
         {"day": {"$gt": last.isoformat(), "$lte": span_end.isoformat()}},
     ]
-    years = sorted(key for key in periods if key.startswith("year:"))
-    months = [f"month:{key.removeprefix('year:')}-{n:02d}" for key in years for n in range(1, 13)]
-    # The year keys between the range's years; "year;" sorts just after every "year:YYYY".
-    bounds = ["year:", *years, "year;"]
+    years = sorted(key for key in periods if is_key_of(key, "year"))
+    months = [
+        period_key("month", date(int(key_year(key)), n, 1)) for key in years for n in range(1, 13)
+    ]
+    # The year keys between the range's years, and before and after them.
+    below, above = prefix_range("year")
+    bounds = [below, *years, above]
     rollups: list[dict[str, Any]] = [
         {"period": {"$in": [month for month in months if month not in periods]}},
         *[{"period": {"$gt": low, "$lt": high}} for low, high in pairwise(bounds)],
@@ -329,42 +333,43 @@ def update_rollups(
         group_rollups,
         user_rollups,
     )
+    from analytics.rollups import is_key_of as is_key_column
 
     periods = affected_periods(first, last)
     # All-time adds up the years (the one just rebuilt and the stored others), not every
     # month and day again: half the work of a daily run's rollups.
-    period_rollups = user_rollups(contributions(summaries, [p for p in periods if p != "all"]))
+    period_rollups = user_rollups(contributions(summaries, [p for p in periods if p != ALL_TIME]))
     period_rollups = period_rollups.localCheckpoint()
-    year_summaries = summaries.where(F.col("period").startswith("year:")).unionByName(
-        as_summaries(period_rollups.where(F.col("period").startswith("year:")), summaries.schema)
+    year_summaries = summaries.where(is_key_column(F.col("period"), "year")).unionByName(
+        as_summaries(period_rollups.where(is_key_column(F.col("period"), "year")), summaries.schema)
     )
-    all_time = user_rollups(contributions(year_summaries, ["all"]))
+    all_time = user_rollups(contributions(year_summaries, [ALL_TIME]))
     users = period_rollups.unionByName(all_time).localCheckpoint()
     groups = group_rollups(users, memberships).localCheckpoint()
-    years = sorted(key.removeprefix("year:") for key in periods if key.startswith("year:"))
+    years = sorted(key_year(key) for key in periods if is_key_of(key, "year"))
     minutes = group_day_minutes(summaries, memberships, periods)
     recaps = group_recaps(groups, minutes)
     own = users if not scope.others else users.where(~F.col("user_id").isin(scope.others))
     user_rows: list[dict[str, Any]] = own.toArrow().to_pylist()
     for row in user_rows:
-        row["_id"] = f"{row['user_id']}:{row['period']}"
+        row["_id"] = doc_id(row["user_id"], row["period"])
         # Only months and years are summed again (into years and all-time), and only months
         # are read for their days' minutes; the rest would only make the dashboard's
         # documents heavier.
-        if not row["period"].startswith(("month:", "year:")):
+        if not (is_key_of(row["period"], "month") or is_key_of(row["period"], "year")):
             for counts in ("track_counts", "artist_counts", "album_counts"):
                 del row[counts]
-        if not row["period"].startswith("month:"):
+        if not is_key_of(row["period"], "month"):
             del row["day_minutes"]
     # Rows, not Arrow, for groups and recaps: Spark declares some nested structs non-nullable
     # that a left join leaves null (a recap's best match when nobody shared an artist), and
     # Arrow's conversion refuses them.
     group_rows = [row.asDict(recursive=True) for row in groups.collect()]
     for row in group_rows:
-        row["_id"] = f"{row['group_id']}:{row['period']}"
+        row["_id"] = doc_id(row["group_id"], row["period"])
     recap_rows = [row.asDict(recursive=True) for row in recaps.collect()]
     for row in recap_rows:
-        row["_id"] = f"{row['group_id']}:{row['year']}"
+        row["_id"] = doc_id(row["group_id"], row["year"])
     selector = {"period": {"$in": periods}}
     for collection, rows, within, replaced in (
         (Collection.USER_ROLLUPS, user_rows, scope.user_filter, selector),

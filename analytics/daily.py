@@ -21,6 +21,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
+from auxcord.periods import key_prefix, period_key
+
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
@@ -134,8 +136,8 @@ def prior_history_from_summaries(summaries: DataFrame, first: date) -> PriorHist
     day, period = F.col("day"), F.col("period")
     earlier = summaries.where(
         (day < F.lit(first.isoformat()))
-        | (period.startswith("month:") & (period < F.lit(f"month:{first:%Y-%m}")))
-        | (period.startswith("year:") & (period < F.lit(f"year:{first:%Y}")))
+        | (period.startswith(key_prefix("month")) & (period < F.lit(period_key("month", first))))
+        | (period.startswith(key_prefix("year")) & (period < F.lit(period_key("year", first))))
     )
     tracks = earlier.select("user_id", F.explode("track_counts.track_key").alias("track_key"))
     artists = earlier.select("user_id", F.explode("artist_counts.artist_name").alias("artist_name"))

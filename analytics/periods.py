@@ -1,31 +1,19 @@
-"""Period keys in plain Python, for the writers of rollups and the dashboard that reads them.
+"""The days and periods a run over a range touches, in plain Python, for the writers of
+rollups and the dashboard that reads them.
 
-The same keys as :func:`analytics.rollups.period_key` computes in Spark: ``week:YYYY-MM-DD``
-(the Monday), ``month:YYYY-MM``, ``year:YYYY`` and ``all``. Kept free of Spark imports so the
-web app can use it.
+The keys themselves (``week:YYYY-MM-DD``, ``month:YYYY-MM``, ``year:YYYY``, ``all``) are
+:mod:`auxcord.periods`'; they are re-exported here for the callers that import them from here.
+Kept free of Spark imports so the web app can use it.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
 
-Period = Literal["day", "week", "month", "year", "all"]
-PERIOD_NAMES: tuple[Period, ...] = ("day", "week", "month", "year", "all")
-
-
-def period_key(period: Period, day: date) -> str:
-    """The key of the ``period`` holding ``day`` (``day`` itself for daily documents)."""
-    if period == "day":
-        return day.isoformat()
-    if period == "week":
-        return f"week:{day - timedelta(days=day.weekday())}"
-    if period == "month":
-        return f"month:{day:%Y-%m}"
-    if period == "year":
-        return f"year:{day:%Y}"
-    return "all"
-
+from auxcord.periods import ALL_TIME, period_start
+from auxcord.periods import PERIOD_NAMES as PERIOD_NAMES
+from auxcord.periods import Period as Period
+from auxcord.periods import period_key as period_key
 
 # The widest UTC offsets (UTC-12, UTC+14): a local day starts and ends at most this long
 # before or after UTC's.
@@ -43,7 +31,7 @@ def local_days_window(first: date, last: date) -> tuple[datetime, datetime]:
 
 def affected_periods(first: date, last: date) -> list[str]:
     """The rollup period keys holding any day of ``[first, last]``."""
-    keys = {"all"}
+    keys = {ALL_TIME}
     day = first
     while day <= last:
         keys |= {period_key(period, day) for period in ("week", "month", "year")}
@@ -55,11 +43,11 @@ def period_days(period: Period, day: date, recent: int = 30) -> tuple[date, date
     """The first and last day of the ``period`` holding ``day``; for a single day and for all
     time, the ``recent`` days ending at ``day`` (what a chart of them shows)."""
     if period == "week":
-        monday = day - timedelta(days=day.weekday())
+        monday = period_start("week", day)
         return monday, monday + timedelta(days=6)
     if period == "month":
         following = date(day.year + day.month // 12, day.month % 12 + 1, 1)
-        return day.replace(day=1), following - timedelta(days=1)
+        return period_start("month", day), following - timedelta(days=1)
     if period == "year":
-        return date(day.year, 1, 1), date(day.year, 12, 31)
+        return period_start("year", day), date(day.year, 12, 31)
     return day - timedelta(days=recent - 1), day

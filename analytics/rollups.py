@@ -3,8 +3,8 @@
 Pure DataFrame transforms over summaries, never raw listens: stored user days and the month
 and year rollups built from them. Each keeps every track, artist and album it counted
 (``track_counts``, ``artist_counts``, ``album_counts``), so a period's top lists are exact
-sums, not merges of daily top tens. Periods are keyed ``week:YYYY-MM-DD`` (the Monday),
-``month:YYYY-MM``, ``year:YYYY`` and ``all``.
+sums, not merges of daily top tens. Periods are keyed as :mod:`auxcord.periods` defines:
+``week:YYYY-MM-DD`` (the Monday), ``month:YYYY-MM``, ``year:YYYY`` and ``all``.
 
 Incremental: re-running a day rebuilds its week and month from their days, its year from that
 month and the stored other months, and all-time from that year and the stored other years. So
@@ -26,24 +26,31 @@ from analytics.daily import (
     taste_match,
     tops_and_counts,
 )
+from auxcord.periods import ALL_TIME, ROLLUP_PERIODS, SEPARATOR, SPARK_KEY_FORMATS, key_prefix
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-PERIODS = ("week", "month", "year", "all")
-
 
 def period_key(period: str, day: Column) -> Column:
-    """The key of the ``period`` holding ``day``."""
-    if period == "week":
-        return F.concat(F.lit("week:"), F.date_format(F.date_trunc("week", day), "yyyy-MM-dd"))
-    if period == "month":
-        return F.concat(F.lit("month:"), F.date_format(day, "yyyy-MM"))
-    if period == "year":
-        return F.concat(F.lit("year:"), F.date_format(day, "yyyy"))
-    if period == "all":
-        return F.lit("all")
-    raise ValueError(f"unknown period {period!r}; expected one of {', '.join(PERIODS)}")
+    """The key of the ``period`` holding ``day``: :func:`auxcord.periods.period_key` as a
+    column, from the same prefixes and formats."""
+    if period == ALL_TIME:
+        return F.lit(ALL_TIME)
+    if period not in SPARK_KEY_FORMATS:
+        raise ValueError(f"unknown period {period!r}; expected one of {', '.join(ROLLUP_PERIODS)}")
+    start = F.date_trunc("week", day) if period == "week" else day
+    return F.concat(F.lit(key_prefix(period)), F.date_format(start, SPARK_KEY_FORMATS[period]))
+
+
+def is_key_of(key: Column, period: str) -> Column:
+    """Whether ``key`` is a key of the dated ``period`` (:func:`auxcord.periods.is_key_of`)."""
+    return key.startswith(key_prefix(period))
+
+
+def key_year(key: Column) -> Column:
+    """The year (``YYYY``) of a week, month or year key (:func:`auxcord.periods.key_year`)."""
+    return F.substring(F.substring_index(key, SEPARATOR, -1), 1, 4)
 
 
 def contributions(summaries: DataFrame, affected: list[str]) -> DataFrame:
@@ -63,14 +70,14 @@ def contributions(summaries: DataFrame, affected: list[str]) -> DataFrame:
     day_periods = F.concat(
         F.when(week.isin(affected), F.array(week)).otherwise(none),
         F.when(
-            month.isin(affected), F.array(month, period_key("year", day), F.lit("all"))
+            month.isin(affected), F.array(month, period_key("year", day), F.lit(ALL_TIME))
         ).otherwise(none),
     )
     period = F.col("period")
-    year_of_month = F.concat(F.lit("year:"), F.substring(period, 7, 4))
+    year_of_month = F.concat(F.lit(key_prefix("year")), key_year(period))
     rollup_periods = (
-        F.when(period.startswith("month:"), F.array(year_of_month, F.lit("all")))
-        .when(period.startswith("year:"), F.array(F.lit("all")))
+        F.when(is_key_of(period, "month"), F.array(year_of_month, F.lit(ALL_TIME)))
+        .when(is_key_of(period, "year"), F.array(F.lit(ALL_TIME)))
         .otherwise(none)
     )
     return summaries.select(
@@ -118,7 +125,7 @@ def user_rollups(parts: DataFrame) -> DataFrame:
     days of the whole year."""
     by = ["user_id", "period"]
     day = F.col("day")
-    month_day = day.isNotNull() & F.col("period").startswith("month:")
+    month_day = day.isNotNull() & is_key_of(F.col("period"), "month")
     totals = parts.groupBy(*by).agg(
         F.sum("plays").alias("plays"),
         F.round(F.sum("minutes"), 3).alias("minutes"),
@@ -223,7 +230,7 @@ def group_day_minutes(
     """
     month = period_key("month", F.to_date("day"))
     days = summaries.where(month.isin(affected)).select("user_id", "day", "minutes")
-    months = summaries.where(F.col("period").startswith("month:")).select(
+    months = summaries.where(is_key_of(F.col("period"), "month")).select(
         "user_id", F.inline("day_minutes")
     )
     return (
@@ -241,15 +248,15 @@ def group_recaps(group_rollup: DataFrame, group_minutes: DataFrame) -> DataFrame
     ``group_minutes`` has group_id, day (``YYYY-MM-DD``) and minutes of the group's days of
     the recapped years (:func:`group_day_minutes`).
     """
-    years = group_rollup.where(F.col("period").startswith("year:"))
+    years = group_rollup.where(is_key_of(F.col("period"), "year"))
     busiest = (
-        group_minutes.withColumn("period", F.concat(F.lit("year:"), F.substring("day", 1, 4)))
+        group_minutes.withColumn("period", period_key("year", F.to_date("day")))
         .groupBy("group_id", "period")
         .agg(F.max(F.struct("minutes", "day")).alias("busiest_day"))
     )
     return years.join(busiest, ["group_id", "period"]).select(
         "group_id",
-        F.substring("period", 6, 4).alias("year"),
+        key_year(F.col("period")).alias("year"),
         "plays",
         "minutes",
         "top_tracks",

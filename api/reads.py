@@ -17,9 +17,9 @@ from cachetools import TTLCache
 from pymongo import DESCENDING
 from pymongo.database import Database
 
-from analytics.periods import Period, period_key
 from auxcord.groups import Group
 from auxcord.names import Collection
+from auxcord.periods import Period, doc_id, period_key
 from auxcord.pollhealth import STALE_AFTER
 
 Db = Database[dict[str, Any]]
@@ -172,9 +172,9 @@ def without_former_members(value: Any, members: frozenset[str]) -> Any:
 
 
 def _group_document(
-    database: Db, collection: Collection, group: Group, key: str
+    database: Db, collection: Collection, group: Group, key: str | int
 ) -> dict[str, Any] | None:
-    found = database[collection].find_one({"_id": f"{group.group_id}:{key}"})
+    found = database[collection].find_one({"_id": doc_id(group.group_id, key)})
     return None if found is None else without_former_members(found, frozenset(group.members))
 
 
@@ -189,7 +189,7 @@ def group_stats(database: Db, group: Group, period: Period, day: date) -> dict[s
 def member_stats(database: Db, user_id: str, period: Period, day: date) -> dict[str, Any] | None:
     key = period_key(period, day)
     collection = Collection.USER_DAILY if period == "day" else Collection.USER_ROLLUPS
-    return database[collection].find_one({"_id": f"{user_id}:{key}"})
+    return database[collection].find_one({"_id": doc_id(user_id, key)})
 
 
 def latest_group_day(database: Db, group: Group) -> date | None:
@@ -252,7 +252,7 @@ def recommendations(database: Db, user_id: str, group: Group) -> dict[str, Any]:
 
 def group_recap(database: Db, group: Group, year: int) -> dict[str, Any] | None:
     """The group's recap of ``year``, with former members anonymous."""
-    return _group_document(database, Collection.GROUP_RECAPS, group, str(year))
+    return _group_document(database, Collection.GROUP_RECAPS, group, year)
 
 
 def recap_years(database: Db, group: Group) -> list[int]:

@@ -47,6 +47,7 @@ from analytics.recommend.model import (
 )
 from auxcord.indexes import ensure_indexes
 from auxcord.names import Collection
+from auxcord.periods import doc_id
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -340,7 +341,7 @@ def _documents(
         why = items[0].fallback_reason if items else reason
         documents.append(
             {
-                "_id": f"{run_id}:{user_id}",
+                "_id": doc_id(run_id, user_id),
                 "run_id": run_id,
                 "user_id": user_id,
                 "generated_at": generated_at,

@@ -14,10 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from analytics.periods import Period, period_key
 from api import admin_reads, reads
 from api.deps import NOT_FOUND, AdminUser, CurrentUser, DatabaseDep, GroupsDep, MemberGroup
 from api.routes.group_pages import BeforeQuery, DayQuery, PeriodQuery, default_day
+from auxcord.periods import Period, period_key
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 
