@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,8 +23,23 @@ from auxcord.settings import Settings
 from auxcord.tokens import TokenCipher
 from cli.webserver import serve_in_thread
 from devtools.linking import link_one, link_simulated_users, simulated_users
+from devtools.simulator import RunningSimulator, run_simulator_in_thread
 from tests.api.world import csrf_of, stream_rest
-from tests.conftest import LinkWorld, free_port
+from tests.conftest import LINK_SIMULATOR, LinkWorld, free_port, link_world_on
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[RunningSimulator]:
+    """One simulator for the module: every test signs in on a database of its own, and none
+    changes the simulator's users, clock or faults."""
+    with run_simulator_in_thread(LINK_SIMULATOR) as sim:
+        yield sim
+
+
+@pytest.fixture
+def link_world(simulator: RunningSimulator, test_settings: Settings) -> Iterator[LinkWorld]:
+    with link_world_on(simulator, test_settings) as world:
+        yield world
 
 
 def _users(world: LinkWorld) -> list[dict[str, object]]:

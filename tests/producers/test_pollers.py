@@ -208,20 +208,47 @@ def restart_world(test_settings: Settings) -> Iterator[PollWorld]:
 def test_no_loss_no_duplicates_through_faults_and_sigkill(restart_world: PollWorld) -> None:
     poll_world = restart_world
     sim = poll_world.sim
-    start_ms = sim.clock.now_ms()
+    database = mongo_database(poll_world.settings)
+    start_ms, started = sim.clock.now_ms(), datetime.now(UTC)
+
+    def refused(reason: str) -> int:
+        return int(sim.control("stats", method="GET")["refused"].get(reason, 0))
+
+    def everyone_polled_since(moment: datetime) -> bool:
+        since = {"last_success_at": {"$gt": moment}}
+        return database["poll_state"].count_documents(since) == len(sim.user_ids)
+
+    def enough_plays() -> bool:
+        truth = [r for r in sim.ground_truth() if r["played_at_ms"] > start_ms]
+        return len(expected_ids(truth)) >= 60
+
     poller = start_poller(poll_world.settings)
     try:
-        time.sleep(6)
+        wait_for(lambda: everyone_polled_since(started), poller, "not every user was read")
         sim.control("faults", {"storm_seconds": 3, "storm_retry_after": 1})
-        time.sleep(5)
+        wait_for(lambda: refused("storm") > 0, poller, "the poller met no rate-limit storm")
         sim.control("faults", {"fail_next": 30, "fail_status": 503})
         sim.control("tokens/expire")
-        time.sleep(5)
+        expired = datetime.now(UTC)
+        # Errors met, and everyone read again since, on refreshed tokens.
+        wait_for(
+            lambda: refused("injected_error") > 0 and everyone_polled_since(expired),
+            poller,
+            "the poller did not get past the errors and the expired tokens",
+        )
         poller.send_signal(signal.SIGKILL)
         poller.wait(timeout=10)
-        time.sleep(0.5)  # plays keep finishing while no poller runs
+        killed_ms = sim.clock.now_ms()
+        # Plays keep finishing while no poller runs: a quarter of a virtual hour.
+        while sim.clock.now_ms() - killed_ms < 15 * 60_000:
+            time.sleep(0.05)
         poller = start_poller(poll_world.settings)
-        time.sleep(8)
+        restarted = datetime.now(UTC)
+        wait_for(
+            lambda: everyone_polled_since(restarted) and enough_plays(),
+            poller,
+            "the restarted poller did not read everyone",
+        )
     finally:
         poller.terminate()
         poller.wait(timeout=30)
@@ -237,21 +264,29 @@ def test_revoked_user_needs_reauth_while_others_flow(poll_world: PollWorld) -> N
     sim.control(f"users/{revoked}/revoke")
     sim.control("tokens/expire")
     started = datetime.now(UTC)
+    database = mongo_database(poll_world.settings)
+
+    def polled() -> set[str]:
+        since = {"last_success_at": {"$gt": started}}
+        return {doc["_id"] for doc in database["poll_state"].find(since)}
+
+    def told_to_relink() -> bool:
+        user = database["users"].find_one({"_id": revoked})
+        return user is not None and user.get("needs_reauth") is True
+
     poller = start_poller(poll_world.settings)
     try:
-        time.sleep(8)
+        wait_for(
+            lambda: told_to_relink() and polled() == set(sim.user_ids[1:]),
+            poller,
+            "the revoked user was not told to re-link, or the others were not polled",
+        )
     finally:
-        poller.terminate()
-        poller.wait(timeout=30)
-    database = mongo_database(poll_world.settings)
-    revoked_user = database["users"].find_one({"_id": revoked})
-    assert revoked_user is not None and revoked_user["needs_reauth"] is True
+        stop(poller)
+    assert told_to_relink()
     # 2026's /me has no country: sign-in stores none, and polling does not need it.
     assert {user.get("country") for user in database["users"].find()} == {None}
-    polled = {
-        doc["_id"] for doc in database["poll_state"].find({"last_success_at": {"$gt": started}})
-    }
-    assert polled == set(sim.user_ids[1:]), "everyone else kept being polled"
+    assert polled() == set(sim.user_ids[1:]), "everyone else kept being polled"
     stale = {row["user_id"] for row in stale_users(database, datetime.now(UTC))}
     assert revoked not in stale, "a user who must re-link is not an outage"
 
