@@ -11,12 +11,20 @@ from __future__ import annotations
 import heapq
 import threading
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import TTLCache
 from pymongo import DESCENDING
 from pymongo.database import Database
 
+from auxcord.documents import (
+    GroupDay,
+    GroupRecap,
+    GroupRollup,
+    StoredDocument,
+    UserDay,
+    UserRollup,
+)
 from auxcord.groups import Group
 from auxcord.names import Collection
 from auxcord.periods import Period, doc_id, period_key
@@ -171,25 +179,55 @@ def without_former_members(value: Any, members: frozenset[str]) -> Any:
     return value
 
 
+def fields(document: StoredDocument | None) -> dict[str, Any] | None:
+    """A read document's fields as the pages take them: a dict, without ``_id``, with no
+    field the stored document lacks (a week keeps no full counts)."""
+    return None if document is None else document.model_dump(exclude_unset=True)
+
+
+D = TypeVar("D", bound=StoredDocument)
+
+
 def _group_document(
-    database: Db, collection: Collection, group: Group, key: str | int
-) -> dict[str, Any] | None:
+    database: Db, model: type[D], collection: Collection, group: Group, key: str | int
+) -> D | None:
     found = database[collection].find_one({"_id": doc_id(group.group_id, key)})
-    return None if found is None else without_former_members(found, frozenset(group.members))
+    if found is None:
+        return None
+    return model.model_validate(without_former_members(found, frozenset(group.members)))
+
+
+def group_document(
+    database: Db, group: Group, period: Period, day: date
+) -> GroupDay | GroupRollup | None:
+    """The group's document for the day, or for the week, month, year or all-time holding it,
+    with former members anonymous, checked against its model."""
+    key = period_key(period, day)
+    if period == "day":
+        return _group_document(database, GroupDay, Collection.GROUP_DAILY, group, key)
+    return _group_document(database, GroupRollup, Collection.GROUP_ROLLUPS, group, key)
 
 
 def group_stats(database: Db, group: Group, period: Period, day: date) -> dict[str, Any] | None:
-    """The group's document for the day, or for the week, month, year or all-time holding it,
-    with former members anonymous."""
+    """:func:`group_document`'s fields."""
+    return fields(group_document(database, group, period, day))
+
+
+def member_document(
+    database: Db, user_id: str, period: Period, day: date
+) -> UserDay | UserRollup | None:
+    """The member's document for the day or the period holding it, checked against its model."""
     key = period_key(period, day)
-    collection = Collection.GROUP_DAILY if period == "day" else Collection.GROUP_ROLLUPS
-    return _group_document(database, collection, group, key)
+    if period == "day":
+        found = database[Collection.USER_DAILY].find_one({"_id": doc_id(user_id, key)})
+        return None if found is None else UserDay.model_validate(found)
+    found = database[Collection.USER_ROLLUPS].find_one({"_id": doc_id(user_id, key)})
+    return None if found is None else UserRollup.model_validate(found)
 
 
 def member_stats(database: Db, user_id: str, period: Period, day: date) -> dict[str, Any] | None:
-    key = period_key(period, day)
-    collection = Collection.USER_DAILY if period == "day" else Collection.USER_ROLLUPS
-    return database[collection].find_one({"_id": doc_id(user_id, key)})
+    """:func:`member_document`'s fields."""
+    return fields(member_document(database, user_id, period, day))
 
 
 def latest_group_day(database: Db, group: Group) -> date | None:
@@ -250,9 +288,14 @@ def recommendations(database: Db, user_id: str, group: Group) -> dict[str, Any]:
     }
 
 
-def group_recap(database: Db, group: Group, year: int) -> dict[str, Any] | None:
+def group_recap_document(database: Db, group: Group, year: int) -> GroupRecap | None:
     """The group's recap of ``year``, with former members anonymous."""
-    return _group_document(database, Collection.GROUP_RECAPS, group, year)
+    return _group_document(database, GroupRecap, Collection.GROUP_RECAPS, group, year)
+
+
+def group_recap(database: Db, group: Group, year: int) -> dict[str, Any] | None:
+    """:func:`group_recap_document`'s fields."""
+    return fields(group_recap_document(database, group, year))
 
 
 def recap_years(database: Db, group: Group) -> list[int]:

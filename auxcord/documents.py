@@ -36,11 +36,13 @@ class Part(BaseModel):
 class StoredDocument(Part):
     """A stored document: its ``_id`` (:func:`auxcord.periods.doc_id`) and its fields.
 
-    The id is read but never dumped: pages and the API show the fields, not the key."""
+    The id is read but never dumped: pages and the API show the fields, not the key. MongoDB
+    gives every stored document one; it is optional here so that the fields alone (what
+    :mod:`api.reads` hands the pages and the API) validate too."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    id: str = Field(alias="_id", exclude=True)
+    id: str | None = Field(default=None, alias="_id", exclude=True)
 
 
 # Entries of top lists and full counts.
@@ -248,8 +250,10 @@ class RecommendedTrack(Part):
     track_id: str
     track_name: str
     artist_name: str
-    album_name: str | None
-    album_image_url: str | None
+    album_name: str | None = None
+    album_image_url: str | None = None
+    """Both stored by every run (``None`` when unknown); lists stored before they were lack
+    them."""
     score: float
     friends: list[FriendPlays]
 

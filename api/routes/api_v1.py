@@ -17,6 +17,14 @@ from pydantic import BaseModel
 from api import admin_reads, reads
 from api.deps import NOT_FOUND, AdminUser, CurrentUser, DatabaseDep, GroupsDep, MemberGroup
 from api.routes.group_pages import BeforeQuery, DayQuery, PeriodQuery, default_day
+from auxcord.documents import (
+    GroupDay,
+    GroupRecap,
+    GroupRollup,
+    RecommendedTrack,
+    UserDay,
+    UserRollup,
+)
 from auxcord.periods import Period, period_key
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -85,12 +93,32 @@ class ListenPage(BaseModel):
     next_before: datetime | None
 
 
+StatsDocument = GroupDay | GroupRollup | UserDay | UserRollup
+"""What a stats URL shows: a group's or a member's day or rollup."""
+
+
 class Stats(BaseModel):
     period: str
     key: str
     day: date
     found: bool
-    stats: dict[str, Any] | None
+    stats: StatsDocument | None
+    """The stored document (:mod:`auxcord.documents`) without its ``_id``; a week's or
+    all-time's rollup has no full counts, so those fields are absent, not null."""
+
+
+class SeenRecommendation(RecommendedTrack):
+    """A recommended track seen from one group: the friends in it who played the track, and
+    how many others (in the user's other groups) did."""
+
+    other_friends: int
+
+
+class RecommendationList(BaseModel):
+    run_id: str | None
+    generated_at: datetime | None
+    cold_start: bool
+    items: list[SeenRecommendation]
 
 
 class DayPoint(BaseModel):
@@ -105,10 +133,8 @@ def _summary(group: Any) -> GroupSummary:
     )
 
 
-def _stats(period: Period, day: date, document: dict[str, Any] | None) -> Stats:
-    if document is not None:
-        document = {k: v for k, v in document.items() if k != "_id"}
-    return Stats(
+def _stats(period: Period, day: date, document: StatsDocument | None) -> Stats:
+    return Stats.model_construct(
         period=period,
         key=period_key(period, day),
         day=day,
@@ -166,7 +192,7 @@ def group_listens(
     )
 
 
-@router.get("/groups/{group_id}/stats")
+@router.get("/groups/{group_id}/stats", response_model_exclude_unset=True)
 def group_stats(
     user: CurrentUser,
     group: MemberGroup,
@@ -177,10 +203,10 @@ def group_stats(
     """Leaderboards, top tracks and artists, same songs (days) and taste-match; a former
     member's ``user_id`` (``user_a``, ``user_b``) is ``null``."""
     day = day or default_day(database, group, user)
-    return _stats(period, day, reads.group_stats(database, group, period, day))
+    return _stats(period, day, reads.group_document(database, group, period, day))
 
 
-@router.get("/groups/{group_id}/members/{member_id}/stats")
+@router.get("/groups/{group_id}/members/{member_id}/stats", response_model_exclude_unset=True)
 def member_stats(
     member_id: str,
     user: CurrentUser,
@@ -192,7 +218,7 @@ def member_stats(
     if member_id not in group.members:
         raise HTTPException(status_code=404, detail=NOT_FOUND)
     day = day or default_day(database, group, user)
-    return _stats(period, day, reads.member_stats(database, member_id, period, day))
+    return _stats(period, day, reads.member_document(database, member_id, period, day))
 
 
 @router.get("/groups/{group_id}/members/{member_id}/days")
@@ -215,19 +241,19 @@ def member_days(
 @router.get("/groups/{group_id}/recommendations")
 def my_recommendations(
     user: CurrentUser, group: MemberGroup, database: DatabaseDep
-) -> dict[str, Any]:
+) -> RecommendationList:
     """The signed-in member's newest recommendations; friends outside this group are counted,
     not named."""
-    return reads.recommendations(database, user.user_id, group)
+    return RecommendationList.model_validate(reads.recommendations(database, user.user_id, group))
 
 
 @router.get("/groups/{group_id}/recap/{year}")
-def group_recap(group: MemberGroup, database: DatabaseDep, year: int) -> dict[str, Any]:
+def group_recap(group: MemberGroup, database: DatabaseDep, year: int) -> GroupRecap:
     """The yearly recap; a former member's ``user_id`` (``user_a``, ``user_b``) is ``null``."""
-    found = reads.group_recap(database, group, year)
+    found = reads.group_recap_document(database, group, year)
     if found is None:
         raise HTTPException(status_code=404, detail=f"No recap for {year} yet.")
-    return {k: v for k, v in found.items() if k != "_id"}
+    return found
 
 
 @router.get("/admin/health")
