@@ -22,6 +22,7 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from auxcord.periods import key_prefix, period_key
+from auxcord.trackkeys import LOCAL_PREFIX, LOCAL_SEPARATOR, casefold_table
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -62,11 +63,29 @@ def local_listens(listens: DataFrame, users: DataFrame) -> DataFrame:
 
 
 def track_key() -> Column:
-    """A track's identity: its Spotify id, or for local files its lower-cased names."""
+    """A track's identity (:mod:`auxcord.trackkeys`): its Spotify id, or for local files
+    ``local:`` and their case-folded artist and name, the key their events are named by."""
     return F.coalesce(
         F.col("track_id"),
-        F.concat(F.lit("local:"), F.lower("artist_name"), F.lit("|"), F.lower("track_name")),
+        F.concat(
+            F.lit(LOCAL_PREFIX),
+            casefolded(F.col("artist_name")),
+            F.lit(LOCAL_SEPARATOR),
+            casefolded(F.col("track_name")),
+        ),
     )
+
+
+def casefolded(text: Column) -> Column:
+    """``text`` case-folded exactly as Python's :meth:`str.casefold` folds it, from
+    :func:`auxcord.trackkeys.casefold_table`: a ``translate`` of the characters that fold to
+    one, then a ``replace`` of each that folds to several. Built-in expressions, no Python
+    UDF; :func:`track_key` only evaluates it for local files."""
+    single, several = casefold_table()
+    folded = F.translate(text, "".join(single), "".join(single.values()))
+    for char, replacement in several.items():
+        folded = F.replace(folded, F.lit(char), F.lit(replacement))
+    return folded
 
 
 def top_entries(fields: list[str], count: str = "plays", size: int = TOP_N) -> Column:

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from auxcord.errors import InvalidEvent
+from auxcord.trackkeys import local_track_key
 
 if TYPE_CHECKING:
     from pyspark.sql.types import DataType, StructType
@@ -149,10 +150,11 @@ class ListenEvent(_Event):
 
     @property
     def track_key(self) -> str:
-        """What identifies the track: its id, or for local files its lower-cased names."""
+        """What identifies the track: its id, or for local files their case-folded names
+        (:mod:`auxcord.trackkeys`)."""
         if self.track_id:
             return self.track_id
-        return f"local:{self.artist_name.casefold()}|{self.track_name.casefold()}"
+        return local_track_key(self.artist_name, self.track_name)
 
     @model_validator(mode="after")
     def _derive_event_id(self) -> Self:

@@ -56,7 +56,7 @@ def test_every_stored_document_matches_its_model(
     spark: SparkSession, test_settings: Settings, mongo_db: Database[dict[str, Any]]
 ) -> None:
     seed(mongo_db)
-    # Across a month's, a week's (2 March is a Monday) and so a year's boundary.
+    # Across a month's and a week's boundary (2 March is a Monday), with the year and all-time.
     first, last = date(2026, 2, 28), date(2026, 3, 3)
     aggregate_days(test_settings, first, last, spark=spark)
     run_recommendations(test_settings, spark=spark, n=3, now=datetime(2026, 3, 4, tzinfo=UTC))
@@ -116,3 +116,50 @@ def test_spark_and_python_give_the_same_period_keys(spark: SparkSession) -> None
         assert [row[period] for period in periods] == [
             period_key(period, row["day"]) for period in periods
         ], row["day"]
+
+
+TRICKY_NAMES = [
+    "Straße",
+    "STRASSE",
+    "ẞ",
+    "ΣΊΣΥΦΟΣ",
+    "ὈΔΥΣΣΕΎΣ ς",
+    "İstanbul",
+    "ﬁnal ﬂight ﬀ",
+    "ǅemal Ǆ",
+    "ŉ ǰ ΐ ᾈ",
+    "Kelvin \u212a, Ångström \u212b, long \u017f",
+    "𐐀𐐨 Ꭰꭰ",
+    "Café e\u0301",
+    "AC/DC",
+    "",
+]
+
+
+def test_local_tracks_have_one_key_in_the_events_and_the_aggregates(spark: SparkSession) -> None:
+    """A local file's key is its case-folded names (auxcord.trackkeys) in the events and in
+    Spark alike, for every character Python folds and names where lower-casing differs."""
+    from analytics.daily import track_key
+    from auxcord.events import ListenEvent
+    from auxcord.trackkeys import casefold_table, local_track_key
+    from tests.analytics.test_daily import play
+
+    single, several = casefold_table()
+    assert single and several["ß"] == "ss"
+    names = [*TRICKY_NAMES, *single, *several, "".join(single), "".join(several)]
+    rows = [(None, name, name.swapcase()) for name in names]
+    frame = spark.createDataFrame(rows, "track_id string, artist_name string, track_name string")
+    keys = [row.key for row in frame.select(track_key().alias("key")).collect()]
+    expected = [local_track_key(artist, track) for _, artist, track in rows]
+    mismatches = [
+        (name, got, want)
+        for name, got, want in zip(names, keys, expected, strict=True)
+        if got != want
+    ]
+    assert mismatches == []
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    for name in ("Straße", "ΣΊΣΥΦΟΣ", "ﬁnal ﬂight ﬀ"):
+        local = {**play("ana", ("", name, name.upper(), "Album"), at, 1), "track_id": None}
+        event = ListenEvent.from_dict({**local, "source": "poll"})
+        assert event.track_key == local_track_key(name.upper(), name)
+    assert local_track_key("STRASSE", "Straße") == local_track_key("strasse", "STRASSE")
