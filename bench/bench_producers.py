@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from auxcord.accounts import AccountStore
 from auxcord.clients import ensure_topics, kafka_consumer, mongo_client, mongo_database
@@ -432,9 +433,37 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def round_lateness(port: int) -> dict[float, float]:
+    """The poller's round-lateness histogram: cumulative rounds per bucket bound (real s)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "auxcord_poll_round_lateness_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets[float(sample.labels["le"])] = sample.value
+    return buckets
+
+
+def describe_lateness(before: dict[float, float], after: dict[float, float]) -> str:
+    """Rounds in the window, the share started within 1 s of due, and the bucket of the median."""
+    counts = {bound: after.get(bound, 0.0) - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    if not total:
+        return "no rounds"
+    median = next(bound for bound, count in counts.items() if count >= total / 2)
+    return (
+        f"{total:.0f} rounds, {counts.get(1.0, 0.0) / total:.1%} started within 1 s of due, "
+        f"median at most {median:g} s"
+    )
+
+
 def scale(args: argparse.Namespace, base: Settings) -> None:
     with simulator(args.users, args.speed, None) as sim:
-        settings = world_settings(base, sim, "scale", args.users)
+        metrics_port = free_port()
+        settings = world_settings(base, sim, "scale", args.users).model_copy(
+            update={"poller_metrics_port": metrics_port}
+        )
         started = time.monotonic()
         link_all(settings, sim)
         print(f"linked {args.users} users in {time.monotonic() - started:.0f} s")
@@ -447,9 +476,11 @@ def scale(args: argparse.Namespace, base: Settings) -> None:
         try:
             time.sleep(args.warmup)
             before, cpu_before = sim.call("stats"), process_cpu_seconds(poller.pid)
+            late_before = round_lateness(metrics_port)
             window_start = sim.wall_time_of()[1]
             time.sleep(args.seconds)
             after, cpu_after = sim.call("stats"), process_cpu_seconds(poller.pid)
+            late_after = round_lateness(metrics_port)
             end_ms = sim.wall_time_of()[1]
         finally:
             poller.terminate()
@@ -473,6 +504,7 @@ def scale(args: argparse.Namespace, base: Settings) -> None:
         f"{calls['recently-played']} recently-played calls "
         f"({(calls['currently-playing'] + calls['recently-played']) / args.seconds:.1f}/s), "
         f"{calls['429']} answered 429\n"
+        f"    rounds: {describe_lateness(late_before, late_after)}\n"
         f"    {plays} plays since the poller started, {missed} missed\n"
         f"    freshness (Spotify seconds): {describe_freshness(fresh, config)}"
     )

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from auxcord.accounts import AccountStore
 from auxcord.clients import kafka_producer, mongo_database
@@ -105,6 +105,13 @@ class PollerMetrics:
             "auxcord_spotify_budget_exhaustion",
             "Unix time the budget runs out at the last hour's rate (0: it lasts the day)",
             account,
+            registry=self.registry,
+        )
+        self.round_lateness = Histogram(
+            "auxcord_poll_round_lateness_seconds",
+            "Real seconds from a user's round being due to its start: a poller that cannot keep "
+            "up with its users shows here before their plays are late",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
             registry=self.registry,
         )
 
@@ -333,7 +340,9 @@ class Poller:
         due: list[str] = []
         with self._lock:
             while self._queue and self._queue[0][0] <= now:
-                _, user_id = heapq.heappop(self._queue)
+                due_at, user_id = heapq.heappop(self._queue)
+                if due_at > 0:  # a new user's first round is due at once, not late
+                    self.metrics.round_lateness.observe((now - due_at) / self.config.speed)
                 self._queued.discard(user_id)
                 if user_id in self.engine.plans:
                     self._in_flight.add(user_id)
