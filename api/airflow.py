@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 DAG_IDS = ("auxcord_daily", "auxcord_today", "auxcord_recommendations")
 """The DAGs /admin reports on, in the order the pipeline runs them."""
 FINISHED = frozenset({"success", "failed"})
+STARTED = ("running", "success", "failed")
+"""The states of a DAG run that has a start."""
 
 
 class AirflowError(AuxcordError):
@@ -136,11 +138,16 @@ class AirflowClient:
         return self._call("GET", path, params=params)
 
     def last_run(self, dag_id: str) -> DagRun | None:
-        """The newest run of ``dag_id`` (by when it was due), or None before its first."""
-        body = self._call(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 1, "order_by": "-run_after"}
-        )
-        runs = body.get("dag_runs") or []
+        """The run of ``dag_id`` that started last, whatever day it is for (a backfill's run
+        of last week started after this morning's manual run is the last run); while none has
+        started, the newest due (queued); None before its first."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns"
+        # Only runs that started: how a database sorts the others' empty start_date varies.
+        params = {"limit": 1, "order_by": "-start_date", "state": list(STARTED)}
+        runs = self._call("GET", path, params=params).get("dag_runs") or []
+        if not runs:
+            params = {"limit": 1, "order_by": "-run_after"}
+            runs = self._call("GET", path, params=params).get("dag_runs") or []
         return DagRun.from_api(runs[0]) if runs else None
 
     def runs(self, dag_id: str, limit: int = 50) -> list[DagRun]:

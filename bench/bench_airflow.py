@@ -126,7 +126,7 @@ def dag_run_s(client: AirflowClient, day: date) -> tuple[float, dict[str, float]
     ]
     parts = {
         step: (later - earlier).total_seconds()
-        for step, earlier, later in zip(STEPS, moments, moments[1:], strict=True)
+        for step, earlier, later in zip(STEPS, moments[:-1], moments[1:], strict=True)
     }
     return total, parts
 
@@ -190,11 +190,13 @@ def main() -> None:
             cli: list[float] = []
             with AirflowClient(settings, timeout_s=30) as client:
                 client.set_paused("auxcord_daily", False)
-                # Unpausing queues the last complete day: let that run finish first.
+                # Unpausing queues the last complete day (catchup=False): let that run finish
+                # first, or the first measured run waits in the queue behind it. The scheduler
+                # may create it a moment after the unpause: wait for it to exist.
                 while True:
                     with contextlib.suppress(AirflowError):
                         last = client.last_run("auxcord_daily")
-                        if last is None or last.state in FINISHED:
+                        if last is not None and last.state in FINISHED:
                             break
                     time.sleep(1)
                 for _ in range(args.runs):
