@@ -37,6 +37,25 @@ SPARK_JAVA_OPTIONS = "-XX:+UseParallelGC -XX:TieredStopAtLevel=1 -Xss16m"
 data; and larger thread stacks, as the quick tier's frames are larger and fitting ALS recurses
 through its lineage deeply enough to overflow the default 1 MB."""
 
+SMALL_DATA_SPARK_CONF = {
+    # Test data is a few thousand rows, so a query's time goes to planning and compiling, not
+    # to the rows: Spark evaluates expressions interpreted instead of generating and compiling
+    # Java for each (the mode Spark's own test suite runs in besides codegen), without
+    # re-planning at each stage. Same results, in a fraction of the time. The session's Spark
+    # and the Spark processes the tests start (imports, Airflow's tasks) use them; the
+    # command-line backfill (tests/analytics/test_aggregate.py) and the streaming process
+    # (tests/streaming/test_stream.py) keep Spark's defaults.
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.adaptive.enabled": "false",
+}
+SMALL_DATA_SUBMIT_ARGS = (
+    " ".join(f"--conf {key}={value}" for key, value in SMALL_DATA_SPARK_CONF.items())
+    + " pyspark-shell"
+)
+""":data:`SMALL_DATA_SPARK_CONF` for the Spark processes the tests start, through the variable
+pyspark reads when it starts a JVM."""
+
 
 def environment_of(settings: Settings) -> dict[str, str]:
     """The variables that make a subprocess read ``settings``' servers and data dir."""
@@ -48,13 +67,13 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     """Settings for a running local stack, started once per test session.
 
     The variables are exported too, so subprocesses (the CLI, Airflow, Spark workers) reach
-    the same servers.
+    the same servers, and start Spark with :data:`SMALL_DATA_SUBMIT_ARGS`.
     """
     # Test data is small: a 2g heap is plenty, and keeps the test JVMs lean.
     settings = settings_on_free_ports(
         tmp_path_factory.mktemp("stack"), spark_shuffle_partitions=1, spark_driver_memory="2g"
     )
-    environment = environment_of(settings)
+    environment = {**environment_of(settings), "PYSPARK_SUBMIT_ARGS": SMALL_DATA_SUBMIT_ARGS}
     saved = {name: os.environ.get(name) for name in environment}
     os.environ.update(environment)
     get_settings.cache_clear()
@@ -89,19 +108,6 @@ def mongo_db(test_settings: Settings) -> Iterator[Database[dict[str, Any]]]:
     """An empty MongoDB database for one test (the one ``test_settings`` names)."""
     with mongo_client(test_settings) as client:
         yield client[test_settings.mongodb_database]
-
-
-SMALL_DATA_SPARK_CONF = {
-    # Test data is a few thousand rows, so a query's time goes to planning and compiling, not
-    # to the rows: Spark evaluates expressions interpreted instead of generating and compiling
-    # Java for each (the mode Spark's own test suite runs in besides codegen), without
-    # re-planning at each stage. Same results, in a fraction of the time. Spark's production
-    # SQL settings still run in every test that starts a Spark process of its own (the CLI,
-    # imports, the streaming process, Airflow's tasks).
-    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-    "spark.sql.codegen.wholeStage": "false",
-    "spark.sql.adaptive.enabled": "false",
-}
 
 
 @pytest.fixture(scope="session")

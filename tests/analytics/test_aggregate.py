@@ -128,9 +128,12 @@ def assert_the_dashboard_reads_are_indexed(db: Database[dict[str, Any]]) -> None
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, **settings.as_environment()}
+    # With Spark's own settings, not the small-data ones of the other tests' Spark processes.
+    environment.pop("PYSPARK_SUBMIT_ARGS", None)
     return subprocess.run(
         [sys.executable, "-c", "from cli.main import main; main()", *args],
-        env={**os.environ, **settings.as_environment()},
+        env=environment,
         capture_output=True,
         text=True,
         timeout=300,
