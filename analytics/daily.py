@@ -297,22 +297,24 @@ def _ranked(values: Column) -> Column:
     return F.sort_array(F.collect_list(values), asc=False)
 
 
+def leaderboards(streak: str) -> Column:
+    """An aggregate over members' rows (``user_id`` and their figures): ``leaderboards``, the
+    members ranked by minutes, plays, discoveries (``new_tracks``) and ``streak`` (a day's
+    ``streak``, a period's ``longest_streak``). Group days and group rollups both use it."""
+    boards = {"minutes": "minutes", "plays": "plays", "discoveries": "new_tracks", "streak": streak}
+    return F.struct(
+        *[
+            _ranked(F.struct(F.col(column).alias("value"), "user_id")).alias(board)
+            for board, column in boards.items()
+        ]
+    ).alias("leaderboards")
+
+
 def group_leaderboards(user_daily: DataFrame, memberships: DataFrame) -> DataFrame:
     """Per (group_id, day): members ranked by minutes, plays, discoveries and streak."""
     joined = user_daily.join(memberships, "user_id")
-    boards = {
-        "minutes": "minutes",
-        "plays": "plays",
-        "discoveries": "new_tracks",
-        "streak": "streak",
-    }
     return joined.groupBy("group_id", "day").agg(
-        F.struct(
-            *[
-                _ranked(F.struct(F.col(column).alias("value"), "user_id")).alias(board)
-                for board, column in boards.items()
-            ]
-        ).alias("leaderboards"),
+        leaderboards("streak"),
         F.count("*").alias("active_members"),
         F.round(F.sum("minutes"), 3).alias("minutes"),
         F.sum("plays").alias("plays"),
@@ -419,6 +421,20 @@ def taste_match(counts: DataFrame, period: list[str]) -> DataFrame:
     )
 
 
+def taste_matches(counts: DataFrame, period: str) -> DataFrame:
+    """Per (group_id, ``period``): ``taste_match``, every pair of :func:`taste_match` of
+    ``counts``, best matched first. Group days and group rollups both use it."""
+    return (
+        taste_match(counts, [period])
+        .groupBy("group_id", period)
+        .agg(
+            F.sort_array(
+                F.collect_list(F.struct("score", "user_a", "user_b", "shared_artists")), asc=False
+            ).alias("taste_match")
+        )
+    )
+
+
 def group_daily_stats(
     user_daily: DataFrame, memberships: DataFrame, first: date, last: date
 ) -> DataFrame:
@@ -435,15 +451,7 @@ def group_daily_stats(
     """
     days = user_daily.where((F.col("day") >= F.lit(first)) & (F.col("day") <= F.lit(last)))
     tracks, artists = member_counts(days, memberships)
-    matches = (
-        taste_match(artists, ["day"])
-        .groupBy("group_id", "day")
-        .agg(
-            F.sort_array(
-                F.collect_list(F.struct("score", "user_a", "user_b", "shared_artists")), asc=False
-            ).alias("taste_match")
-        )
-    )
+    matches = taste_matches(artists, "day")
     shared = same_songs(tracks)
     empty: Column = F.array().cast(
         T.ArrayType(shared.schema["same_songs"].dataType.elementType)  # type: ignore[attr-defined]

@@ -22,8 +22,9 @@ from analytics.daily import (
     ALBUM_FIELDS,
     TRACK_FIELDS,
     empty_if_missing,
+    leaderboards,
     ranked_top,
-    taste_match,
+    taste_matches,
     tops_and_counts,
 )
 from auxcord.periods import ALL_TIME, ROLLUP_PERIODS, SEPARATOR, SPARK_KEY_FORMATS, key_prefix
@@ -170,20 +171,10 @@ def group_rollups(rollups: DataFrame, memberships: DataFrame) -> DataFrame:
     group's top tracks and artists, taste-match."""
     by = ["group_id", "period"]
     members = rollups.join(memberships, "user_id")
-
-    def board(column: str) -> Column:
-        values = F.collect_list(F.struct(F.col(column).alias("value"), "user_id"))
-        return F.sort_array(values, asc=False)
-
     totals = members.groupBy(*by).agg(
         F.sum("plays").alias("plays"),
         F.round(F.sum("minutes"), 3).alias("minutes"),
-        F.struct(
-            board("minutes").alias("minutes"),
-            board("plays").alias("plays"),
-            board("new_tracks").alias("discoveries"),
-            board("longest_streak").alias("streak"),
-        ).alias("leaderboards"),
+        leaderboards("longest_streak"),
     )
     per_member = [*by, "user_id"]
     tracks = _entries(members, "track_counts", per_member)
@@ -197,15 +188,7 @@ def group_rollups(rollups: DataFrame, memberships: DataFrame) -> DataFrame:
     group_artists = artists.groupBy(*by, "artist_name").agg(
         F.sum("plays").alias("plays"), F.count("*").alias("listeners")
     )
-    matches = (
-        taste_match(artists, ["period"])
-        .groupBy(*by)
-        .agg(
-            F.sort_array(
-                F.collect_list(F.struct("score", "user_a", "user_b", "shared_artists")), asc=False
-            ).alias("taste_match")
-        )
-    )
+    matches = taste_matches(artists, "period")
     return (
         totals.join(
             ranked_top(group_tracks, by, [*TRACK_FIELDS, "listeners"], "top_tracks"),
