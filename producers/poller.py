@@ -301,12 +301,42 @@ class Poller:
             self.sink.producer.flush()
             self.sync_budgets()
             return
+        # Leases and budgets go to MongoDB on a thread of their own: with a thousand users a
+        # refresh takes long enough that rounds waiting behind it would start seconds late.
+        halted = threading.Event()
+        failures: list[BaseException] = []
+        keeper = threading.Thread(
+            target=self._keep_house, args=(stop, halted, failures), name="poll-housekeeping"
+        )
+        keeper.start()
+        try:
+            with ThreadPoolExecutor(self.config.workers, thread_name_prefix="poll") as pool:
+                while not (stop.is_set() or halted.is_set()):
+                    # Cleared before looking, so a round that finishes meanwhile still wakes us.
+                    self._wakeup.clear()
+                    for user_id in self._take_due(self.clock.now()):
+                        pool.submit(self._round, user_id)
+                    until_due = (self._next_due() - self.clock.now()) / self.config.speed
+                    self._wakeup.wait(max(0.0, min(until_due, _MAX_SLEEP_S)))
+        finally:
+            halted.set()
+            keeper.join()
+        if failures:
+            raise failures[0]
+        self.sink.producer.flush()
+        self.sync_budgets()
+        self.leases.release_all()
+
+    def _keep_house(
+        self, stop: threading.Event, halted: threading.Event, failures: list[BaseException]
+    ) -> None:
+        """Refresh the leases every ``users_refresh_s`` and sync the budgets every
+        ``BUDGET_SYNC_S`` (at once when a lockout begins), until stopped; a failure stops the
+        loop too, and :meth:`run` raises it, as it did when this ran on the loop's thread."""
         next_refresh = time.monotonic() + self.config.users_refresh_s
         next_sync = time.monotonic() + BUDGET_SYNC_S
-        with ThreadPoolExecutor(self.config.workers, thread_name_prefix="poll") as pool:
-            while not stop.is_set():
-                # Cleared before looking, so a round that finishes meanwhile still wakes us.
-                self._wakeup.clear()
+        try:
+            while not (stop.is_set() or halted.is_set()):
                 now = time.monotonic()
                 if now >= next_refresh:
                     self._refresh_users()
@@ -314,15 +344,13 @@ class Poller:
                 if now >= next_sync or self._lock_changed():
                     self.sync_budgets()
                     next_sync = now + BUDGET_SYNC_S
-                for user_id in self._take_due(self.clock.now()):
-                    pool.submit(self._round, user_id)
-                until_due = (self._next_due() - self.clock.now()) / self.config.speed
-                self._wakeup.wait(
-                    max(0.0, min(next_refresh - now, until_due, _MAX_SLEEP_S, next_sync - now))
-                )
-        self.sink.producer.flush()
-        self.sync_budgets()
-        self.leases.release_all()
+                until_next = min(next_refresh, next_sync) - time.monotonic()
+                halted.wait(min(max(0.0, until_next), _MAX_SLEEP_S))
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            halted.set()
+            self._wakeup.set()
 
     def _enqueue(self, user_id: str) -> None:
         plan = self.engine.plans.get(user_id)
