@@ -4,8 +4,10 @@
 until the night. This DAG is the demo's schedule, at demo speed: every two minutes Airflow's
 scheduler starts a run that aggregates the local days that may still change at that moment
 (the UTC day of the run, the day before it and the day after, which is "today" somewhere
-between UTC-12 and UTC+14), through the same ``aggregate_range`` job as the nightly run, and
-updates the ``auxcord_daily_aggregates`` asset, so the recommendations follow it.
+between UTC-12 and UTC+14), through the same ``aggregate_range`` job as the nightly run. It does
+not update the ``auxcord_daily_aggregates`` asset: recommendations come from whole days, after
+``auxcord_daily``, and a fit takes longer than two minutes, so following this DAG would keep
+Spark fitting without pause.
 
 Paused when created, like every DAG here: ``auxcord demo`` unpauses it. A deployment that
 wants a live "today" board may unpause it too; each run costs a Spark start. ``catchup=False``
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, CronTriggerTimetable, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
-from analytics.pipeline_status import DAILY_AGGREGATES_ASSET, batch_defaults
+from analytics.pipeline_status import batch_defaults
 
 EVERY = "*/2 * * * *"
 
@@ -35,7 +37,7 @@ EVERY = "*/2 * * * *"
     default_args={**batch_defaults(), "retries": 0},
 )
 def auxcord_today() -> None:
-    @task(outlets=[Asset(DAILY_AGGREGATES_ASSET)], max_active_tis_per_dag=1)
+    @task(max_active_tis_per_dag=1)
     def aggregate() -> dict[str, object]:
         from analytics.jobs import run_job
         from analytics.pipeline_status import run_settings
