@@ -100,7 +100,7 @@ class TreeSampler:
 
 STEPS = {
     "published": r"read and published in ([0-9.]+) s",
-    "stored": r"plays stored \(\w+\) in ([0-9.]+) s",
+    "stored": r"plays (?:already stored|stored|streamed) by [^\n]* in ([0-9.]+) s",
     "aggregated": r"Re-aggregated .* in ([0-9.]+) s",
 }
 
