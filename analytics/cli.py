@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
@@ -95,12 +96,17 @@ def sql_command(
 ) -> None:
     """Run Spark SQL over the views listens, users, memberships, user_daily, group_daily,
     user_rollups, group_rollups and group_recaps."""
+    from pyspark.logger import PySparkLogger
+
     from analytics.views import register_views
     from auxcord.spark import build_spark_session
 
     settings = get_settings()
     spark = build_spark_session(settings, "auxcord-sql")
     register_views(spark, settings)
+    # PySpark logs a query it cannot analyse as a JSON record with the JVM's stack trace before
+    # raising; the error below says what was wrong in one line.
+    PySparkLogger.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     try:
         frame = spark.sql(query)
     except Exception as exc:  # Spark's analysis errors carry their own message
