@@ -64,6 +64,11 @@ def count(number: float | None) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
 
 
+def plural(number: float | None, singular: str, several: str | None = None) -> str:
+    """``1, "day"`` → ``day``, ``2, "day"`` → ``days``; ``several`` when adding s is wrong."""
+    return singular if number == 1 else (several or f"{singular}s")
+
+
 def possessive(name: str) -> str:
     """``Ana`` → ``Ana's``, ``Demo friends`` → ``Demo friends'``."""
     return f"{name}'" if name.endswith(("s", "S")) else f"{name}'s"
@@ -87,6 +92,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "duration": duration,
     "ago": relative,
     "count": count,
+    "plural": plural,
     "possessive": possessive,
     "time_span": time_span,
 }

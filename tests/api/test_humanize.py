@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.humanize import count, duration, possessive, relative, time_span
+from api.humanize import count, duration, plural, possessive, relative, time_span
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -69,3 +69,8 @@ def test_time_spans_are_in_the_readers_zone() -> None:
         == "Tue 1 Dec 20:05 to Wed 2 Dec 02:05 (Europe/Berlin)"
     )
     assert time_span(start, start, "Not/AZone").endswith("(UTC)"), "a bad zone falls back"
+
+
+def test_plurals_are_singular_for_one_only() -> None:
+    assert [plural(n, "day") for n in (0, 1, 2, 1.5)] == ["days", "day", "days", "days"]
+    assert plural(3, "match", "matches") == "matches"
